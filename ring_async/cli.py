@@ -18,6 +18,8 @@ _COMMANDS = (
     "ring_async.commands.config_cmd",
     "ring_async.commands.bench_cmd",
     "ring_async.commands.demo_cmd",
+    "ring_async.commands.sft_cmd",
+    "ring_async.commands.verify_cmd",
 )
 
 EXIT_USAGE = 2

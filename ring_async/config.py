@@ -82,10 +82,190 @@ class BrokerConfig(_Section):
     shuffle_prompts: bool = Field(True, description="Shuffle the dataset stream (seeded by run.seed).")
 
 
+class ModelConfig(_Section):
+    """The policy (DESIGN §5): a user's checkpoint, or the tiny MoE model ring-async builds offline."""
+
+    path: str | None = Field(
+        None, description="Hugging Face model folder of a real checkpoint; null builds the embedded tiny policy."
+    )
+    architecture: Literal["moe", "dense"] = Field(
+        "moe", description="Embedded policy: moe (Qwen3-MoE layout) or dense (Qwen3 layout)."
+    )
+    vocab_size: int = Field(1024, ge=300, description="Embedded tokenizer: upper bound of the byte-level BPE vocabulary.")
+    hidden_size: int = Field(128, ge=8, description="Embedded policy: width of the residual stream.")
+    num_layers: int = Field(4, ge=1, description="Embedded policy: decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Embedded policy: attention heads (head size = hidden_size / num_heads).")
+    num_kv_heads: int = Field(2, ge=1, description="Embedded policy: key/value heads (grouped-query attention).")
+    num_experts: int = Field(8, ge=1, description="Embedded MoE policy: experts per layer.")
+    experts_per_token: int = Field(2, ge=1, description="Embedded MoE policy: experts each token is routed to (top-k).")
+    expert_size: int = Field(128, ge=1, description="Embedded MoE policy: hidden width of one expert's MLP.")
+    mlp_size: int = Field(512, ge=1, description="Embedded dense policy: hidden width of the MLP.")
+    max_length: int = Field(
+        512, ge=16, description="Longest prompt + response in tokens: the embedded policy's context and SFT's cut-off."
+    )
+    tie_embeddings: bool = Field(True, description="Embedded policy: share the input embedding and the output head.")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be a multiple of model.num_heads ({self.num_heads})")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"model.num_heads ({self.num_heads}) must be a multiple of model.num_kv_heads ({self.num_kv_heads})")
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(
+                f"model.experts_per_token ({self.experts_per_token}) exceeds model.num_experts ({self.num_experts})"
+            )
+        return self
+
+
+class TasksConfig(_Section):
+    """Task data: a user's files, or synthetic math and code tasks (docs/policy.md has the file format)."""
+
+    train_files: list[str] = Field(
+        default_factory=list, description="JSONL/Parquet task files to train on; empty generates synthetic tasks."
+    )
+    heldout_files: list[str] = Field(
+        default_factory=list,
+        description="JSONL/Parquet held-out tasks; empty splits train_files by heldout_share. Train records whose "
+        "prompt is also held out are dropped.",
+    )
+    heldout_share: float = Field(
+        0.2, gt=0, lt=1, description="Share of problems (by content hash) that belong to the held-out split."
+    )
+    math_train: int = Field(20000, ge=0, description="Synthetic math tasks in the train split.")
+    math_heldout: int = Field(500, ge=0, description="Synthetic math tasks in the held-out split.")
+    math_difficulty: int = Field(2, ge=1, le=5, description="Synthetic math level 1-5: numbers per expression and size.")
+    linear_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of synthetic math tasks that are linear equations a*x + b = c."
+    )
+    code_train: int = Field(480, ge=0, description="Synthetic code tasks in the train split.")
+    code_heldout: int = Field(30, ge=0, description="Synthetic code tasks in the held-out split.")
+    code_difficulty: int = Field(1, ge=1, le=3, description="Synthetic code level 1-3: templates up to that level.")
+
+    @model_validator(mode="after")
+    def _heldout_needs_train(self) -> "TasksConfig":
+        if self.heldout_files and not self.train_files:
+            raise ValueError("tasks.heldout_files needs tasks.train_files (synthetic tasks make their own held-out split)")
+        return self
+
+
+class SftConfig(_Section):
+    """Distillation SFT on teacher responses (DeepSpeed; loss on response tokens only)."""
+
+    epochs: int = Field(3, ge=1, description="Passes over the train split.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (null: epochs decide).")
+    batch_size: int = Field(32, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor, as a fraction of lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping.")
+    save_every_steps: int | None = Field(
+        None, ge=1, description="Checkpoint every N optimizer steps; null: at the end of every epoch."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    bf16: bool = Field(True, description="Train in bf16 on CUDA (CPU always trains in fp32).")
+
+
+class CheckpointSelectionConfig(_Section):
+    """Choosing the SFT checkpoint RL starts from, by the policy's token entropy on its own samples (DESIGN §2)."""
+
+    entropy_band: tuple[float, float] = Field(
+        (0.05, 0.10), description="Target mean token entropy [low, high] in nats at temperature 1.0."
+    )
+    when_none_in_band: Literal["nearest", "error"] = Field(
+        "nearest", description="nearest: take the checkpoint closest to the band (reported); error: fail."
+    )
+    probe_prompts: int = Field(128, ge=1, description="Held-out prompts sampled per checkpoint.")
+    probe_reward_types: list[Literal["math", "code"]] = Field(
+        ["math"], min_length=1, description="Reward types the probe set draws from (code scores need the sandbox)."
+    )
+    samples_per_prompt: int = Field(1, ge=1, description="Responses sampled per probe prompt.")
+    max_new_tokens: int = Field(128, ge=1, description="Longest sampled response.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the probe (the paper's RL setting: 1.0).")
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> "CheckpointSelectionConfig":
+        low, high = self.entropy_band
+        if not 0 <= low <= high:
+            raise ValueError(f"checkpoint_selection.entropy_band must satisfy 0 <= low <= high (got [{low}, {high}])")
+        return self
+
+
+class CacheConfig(_Section):
+    """Built policies, task files and SFT runs, kept by config hash so later runs skip minutes of work."""
+
+    dir: str | None = Field(None, description="Cache folder; null: $RING_ASYNC_CACHE, else .cache/ring-async.")
+    reuse: bool = Field(True, description="false: rebuild every artifact and replace its cached copy.")
+
+
+class GenerationConfig(_Section):
+    """Generators (docs/generation.md): the engine, its sampling (vLLM's semantics), leasing and weight updates."""
+
+    engine: Literal["auto", "torch", "vllm"] = Field(
+        "auto", description="auto: vLLM when it is installed and a GPU is present, else the torch engine."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch engine: auto picks CUDA when present.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Serving dtype; auto: the checkpoint's dtype (bfloat16 for vLLM on GPU)."
+    )
+    max_batch_size: int = Field(64, ge=1, description="Sequences decoded together (batch slots of the torch engine).")
+    max_model_len: int | None = Field(
+        None, ge=2, description="Longest prompt + response in tokens; null: the model's max_position_embeddings."
+    )
+    scheduling: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="continuous: a finished sequence's slot is refilled at once; static: only an empty batch admits "
+        "(baseline).",
+    )
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; below 1e-5 is greedy (as in vLLM).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1 keeps every token.")
+    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 keeps every token.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens sampled per response.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings (the text is cut before them).")
+    stop_token_ids: list[int] = Field(
+        default_factory=list, description="Extra token ids that end a response (kept in it), besides eos."
+    )
+    logprobs_mode: Literal["raw", "processed"] = Field(
+        "raw",
+        description="raw: logprobs of the model's distribution (vLLM's default); processed: of the distribution "
+        "sampled from (after temperature, top-k, top-p).",
+    )
+    seed: int | None = Field(None, ge=0, description="Sampling seed; null: run.seed.")
+    torch_threads: int = Field(0, ge=0, description="torch engine intra-op threads; 0: torch's default.")
+    groups_per_lease: int = Field(4, ge=1, description="Most prompt groups asked for in one lease.")
+    max_inflight_groups: int = Field(
+        16, ge=1, description="Leased groups a generator holds at once (generating or waiting for a slot)."
+    )
+    backpressure_wait_s: float = Field(
+        1.0, gt=0, description="Seconds without leasing after the broker signals back-pressure (in-flight work goes on)."
+    )
+    idle_wait_s: float = Field(0.5, gt=0, description="Seconds before leasing again when the broker had no prompts.")
+    weight_update_timeout_s: float = Field(
+        60.0, gt=0, description="A weight update not received and applied within this fails; the old weights stay."
+    )
+    weight_bucket_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Target size of one weight bucket (safetensors) on the CPU path."
+    )
+    check_finite_weights: bool = Field(True, description="Refuse weight updates holding NaN or infinite values.")
+    vllm_gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vLLM: share of GPU memory for weights and KV cache."
+    )
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one engine shards the model over.")
+    vllm_enforce_eager: bool = Field(False, description="vLLM: no CUDA graphs (slower decoding, faster start).")
+
+
 class RingConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    checkpoint_selection: CheckpointSelectionConfig = Field(default_factory=CheckpointSelectionConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @model_validator(mode="after")
     def _sync_is_on_policy(self) -> "RingConfig":
