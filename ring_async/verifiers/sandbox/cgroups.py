@@ -1,0 +1,257 @@
+"""Per-jail control groups (pids, memory, cpu) where the machine lets us create them.
+
+rlimits bound one process; a cgroup bounds the whole jail (every process the program forks, the tmpfs pages it
+writes) and lets us kill and count everything in it. Both cgroup v2 (unified) and v1 (one hierarchy per controller,
+still common in containers) are handled. Creating cgroups needs write access to our own cgroup directory (root, or a
+delegated subtree); when that is missing the sandbox falls back to rlimits alone and says so in every verdict.
+
+Layout: ``<our cgroup>/ring-async-sandbox-<pid>/<jail id>`` in each usable hierarchy.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTROLLERS = ("pids", "memory", "cpu")
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """Which controllers can be used, and where the jails' parent directory is for each."""
+
+    version: str | None  # "v2", "v1" or None
+    bases: dict[str, Path] = field(default_factory=dict)  # controller -> parent dir of the jail cgroups
+    reason: str = ""  # why some or all controllers are unavailable
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        return tuple(c for c in CONTROLLERS if c in self.bases)
+
+    def describe(self) -> dict[str, object]:
+        return {"version": self.version, "controllers": list(self.controllers), "reason": self.reason}
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, fs type, super options) of the cgroup mounts, from /proc/self/mountinfo."""
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        parts = left.split()
+        fields = right.split()
+        if len(parts) < 5 or len(fields) < 3 or fields[0] not in ("cgroup", "cgroup2"):
+            continue
+        found.append((parts[4], fields[0], set(fields[2].split(","))))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """Our cgroup path per v1 controller, and under key "" the v2 path (from /proc/self/cgroup)."""
+    paths: dict[str, str] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return paths
+    for line in lines:
+        _hid, controllers, path = line.split(":", 2)
+        if not controllers:
+            paths[""] = path
+        for name in controllers.split(","):
+            paths[name] = path
+    return paths
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove the (empty) jail cgroups of ring-async processes that died without cleaning up (SIGKILL, OOM)."""
+    try:
+        entries = list(parent.glob("ring-async-sandbox-*"))
+    except OSError:
+        return
+    for base in entries:
+        pid = base.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for jail in base.glob("jail-*"):
+            _remove_dir(jail)
+        _remove_dir(base)
+
+
+def _try_create(base: Path) -> str:
+    """Create (or reuse) the jails' parent directory; '' when usable, else the reason."""
+    _sweep_stale(base.parent)
+    try:
+        base.mkdir(exist_ok=True)
+        probe = base / f"probe-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
+        return ""
+    except OSError as err:
+        return f"{base}: {err.strerror or err}"
+
+
+def detect() -> CgroupSupport:
+    """Find writable pids/memory/cpu controllers, v2 first, then v1."""
+    mounts = _mounts()
+    own = _own_paths()
+    leaf = f"ring-async-sandbox-{os.getpid()}"
+    reasons: list[str] = []
+    unified = [m for m in mounts if m[1] == "cgroup2"]
+    for mount_point, _fs, _opts in unified:
+        root = Path(mount_point)
+        available = set((root / "cgroup.controllers").read_text().split()) if (root / "cgroup.controllers").exists() \
+            else set()
+        wanted = [c for c in CONTROLLERS if c in available]
+        if not wanted:
+            continue  # a hybrid machine's unified mount without our controllers: v1 below
+        own_dir = root / own.get("", "/").lstrip("/")
+        base = own_dir / leaf
+        reason = _try_create(base)
+        if reason:
+            reasons.append(reason)
+            break
+        try:
+            # The jail cgroups are children of base: base must enable the controllers for its subtree. (A v2
+            # cgroup with processes cannot do that for its own children, which is why the jails live one level
+            # down, in a directory with no processes of its own.)
+            (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+        except OSError as err:
+            reasons.append(f"{base}/cgroup.subtree_control: {err.strerror or err} (controllers not delegated)")
+            _remove_dir(base)
+            break
+        return CgroupSupport("v2", {c: base for c in wanted}, "; ".join(reasons))
+    bases: dict[str, Path] = {}
+    for controller in CONTROLLERS:
+        mount = next((m for m in mounts if m[1] == "cgroup" and controller in m[2]), None)
+        if mount is None:
+            reasons.append(f"{controller}: no cgroup v1 hierarchy mounted")
+            continue
+        base = Path(mount[0]) / own.get(controller, "/").lstrip("/") / leaf
+        reason = _try_create(base)
+        if reason:
+            reasons.append(f"{controller}: {reason}")
+            continue
+        bases[controller] = base
+    if bases:
+        return CgroupSupport("v1", bases, "; ".join(reasons))
+    return CgroupSupport(None, {}, "; ".join(reasons) or "no cgroup filesystem")
+
+
+def _remove_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+class JailCgroup:
+    """The cgroup(s) of one jail: limits, membership, OOM count, kill, removal."""
+
+    def __init__(self, support: CgroupSupport, name: str) -> None:
+        self.support = support
+        self.dirs: dict[str, Path] = {}
+        for controller, base in support.bases.items():
+            path = base / name
+            if path not in self.dirs.values():
+                path.mkdir(exist_ok=True)
+            self.dirs[controller] = path
+
+    def _write(self, controller: str, filename: str, value: str) -> None:
+        if controller in self.dirs:
+            (self.dirs[controller] / filename).write_text(value)
+
+    def set_limits(self, max_pids: int, memory_bytes: int, cpus: float) -> None:
+        v2 = self.support.version == "v2"
+        self._write("pids", "pids.max", str(max_pids))
+        if v2:
+            self._write("memory", "memory.max", str(memory_bytes))
+            if "memory" in self.dirs and (self.dirs["memory"] / "memory.swap.max").exists():
+                self._write("memory", "memory.swap.max", "0")  # swapping would turn a memory bomb into a hang
+            self._write("cpu", "cpu.max", f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        else:
+            self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
+            self._write("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            self._write("cpu", "cpu.cfs_quota_us", str(int(cpus * CPU_PERIOD_US)))
+
+    def attach(self, pids: list[int]) -> None:
+        for path in set(self.dirs.values()):
+            for pid in pids:
+                try:
+                    (path / "cgroup.procs").write_text(str(pid))
+                except ProcessLookupError:
+                    pass
+                except OSError as err:
+                    if err.errno != errno.ESRCH:
+                        raise
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for going over the jail's memory limit."""
+        path = self.dirs.get("memory")
+        if path is None:
+            return 0
+        name = "memory.events" if self.support.version == "v2" else "memory.oom_control"
+        try:
+            for line in (path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def members(self) -> list[int]:
+        pids: set[int] = set()
+        for path in set(self.dirs.values()):
+            try:
+                pids.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return sorted(pids)
+
+    def kill_all(self, attempts: int = 200) -> bool:
+        """SIGKILL everything in the jail's cgroups until they are empty; True when they are."""
+        for path in set(self.dirs.values()):
+            kill_file = path / "cgroup.kill"
+            if self.support.version == "v2" and kill_file.exists():
+                try:
+                    kill_file.write_text("1")
+                except OSError:
+                    pass
+        for _ in range(attempts):
+            members = self.members()
+            if not members:
+                return True
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.001)
+        return not self.members()
+
+    def remove(self) -> None:
+        for path in set(self.dirs.values()):
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as err:
+                    if err.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.002)  # the last killed processes are still exiting
+
+
+def remove_bases(support: CgroupSupport) -> None:
+    """Remove the per-process parent directories (at exit; only empty ones can go)."""
+    for base in set(support.bases.values()):
+        _remove_dir(base)
