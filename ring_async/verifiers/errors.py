@@ -9,6 +9,14 @@ class VerifierError(RingAsyncError):
     """A verification request is invalid: the message says which field and why."""
 
 
+class VerifierBusyError(VerifierError):
+    """Admitting a request would take the verifier past a bound on pending work: retry later, or split the batch."""
+
+
+class VerifierClosedError(VerifierError):
+    """The verifier was closed and scores nothing more."""
+
+
 class TestsFormatError(VerifierError):
     """A tests file does not follow the documented format (docs/verifiers.md, "Tests file format")."""
 

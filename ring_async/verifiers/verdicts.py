@@ -24,6 +24,9 @@ SANDBOX_ERROR = "sandbox_error"
 
 # external reward model
 SCORED = "scored"
+# Not a verdict: what Verifier.Verify answers for an external rollout it registered but did not wait for (its reward
+# comes later through submit_reward). The generator's VerifyThenSubmit client filters on this exact string.
+PENDING_EXTERNAL = "pending_external"
 
 MATH_VERDICTS = (CORRECT, INCORRECT, UNVERIFIABLE)
 CODE_VERDICTS = (

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 from ring_async.data.schemas import PROMPT_GROUP, ROLLOUT
 from ring_async.transport import pack_batch, unpack_batch
 from ring_async.v1 import broker_pb2, broker_pb2_grpc, verifier_pb2, verifier_pb2_grpc
-
 # Rows a verifier hands back unscored: they wait for Control.SubmitRewards and reach the broker from there.
-AWAITING_EXTERNAL = "pending_external"
+from ring_async.verifiers.verdicts import PENDING_EXTERNAL
+
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class VerifyThenSubmit:
             verifier_pb2.VerifyRequest(rollouts=pack_batch(rollouts, ROLLOUT)), timeout=self._timeout_s
         )
         scored = unpack_batch(reply.rollouts, ROLLOUT)
-        scored = scored.filter(pc.not_equal(scored.column("verdict"), AWAITING_EXTERNAL))
+        scored = scored.filter(pc.not_equal(scored.column("verdict"), PENDING_EXTERNAL))
         if scored.num_rows == 0:
             return None
         return await self._broker.SubmitRollouts(
