@@ -256,6 +256,50 @@ class GenerationConfig(_Section):
     vllm_enforce_eager: bool = Field(False, description="vLLM: no CUDA graphs (slower decoding, faster start).")
 
 
+class LearnerConfig(_Section):
+    """Learners (docs/learner.md): one DeepSpeed optimizer step per TrainBatch, then new weights for the generators."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU (gloo).")
+    zero_stage: Literal[0, 1, 2] = Field(
+        0, description="DeepSpeed ZeRO stage (3 is not offered: publishing weights would need a gather every step)."
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw (DeepSpeed's, fused on CUDA); sgd: plain SGD, an exact read of the gradient."
+    )
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (the tiny default's; the paper uses 3e-6 at scale).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="constant after warm-up, or cosine decay to min_lr_ratio over total_steps."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    total_steps: int | None = Field(None, ge=1, description="Length of the cosine schedule in optimizer steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine floor, as a fraction of lr.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables clipping.")
+    max_tokens_per_micro_batch: int = Field(
+        8192, ge=16, description="Padded prompt + response tokens per micro-batch (token-balanced packing)."
+    )
+    bf16: bool = Field(True, description="Train in bf16 on CUDA (the CPU always trains in fp32).")
+    logprob_chunk_rows: int | None = Field(
+        4096, ge=1, description="Positions per chunk when upcasting logits for logprobs/entropy (bounds memory)."
+    )
+    checkpoint_dir: str | None = Field(None, description="Where checkpoints go; null: <run.run_dir>/checkpoints.")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps; null: on request.")
+    keep_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept; older ones are deleted.")
+    publish_timeout_s: float = Field(60.0, gt=0, description="A weight push to a generator not done by then fails.")
+    batch_wait_s: float = Field(5.0, ge=0, description="How long one NextTrainBatch call waits for a ready step.")
+
+    @model_validator(mode="after")
+    def _schedule_has_length(self) -> "LearnerConfig":
+        if self.lr_schedule == "cosine" and self.total_steps is None:
+            raise ValueError("learner.lr_schedule 'cosine' needs learner.total_steps")
+        if self.total_steps is not None and self.warmup_steps > self.total_steps:
+            raise ValueError(
+                f"learner.warmup_steps ({self.warmup_steps}) exceeds learner.total_steps ({self.total_steps})"
+            )
+        return self
+
+
 class RingConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -266,6 +310,7 @@ class RingConfig(_Section):
     checkpoint_selection: CheckpointSelectionConfig = Field(default_factory=CheckpointSelectionConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
 
     @model_validator(mode="after")
     def _sync_is_on_policy(self) -> "RingConfig":

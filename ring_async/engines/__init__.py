@@ -1,1 +1,1 @@
-"""Engines: the compute cores that actors host (generation; learners and verifiers live beside them)."""
+"""Engines: the compute cores that actors host: generation and training (verifiers live in ring_async.verifiers)."""
