@@ -1,4 +1,4 @@
-"""A torch.distributed process group for DeepSpeed when ring-async runs it in-process as a single rank.
+"""DeepSpeed in an ordinary process: the training device, and a process group when it runs as a single rank.
 
 DeepSpeed expects a launcher to have started a process group and set LOCAL_RANK. SFT and tests run inside an
 ordinary Python process, so this starts a one-rank group on an in-process store (gloo on CPU, nccl on CUDA): no
@@ -12,7 +12,19 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 import torch.distributed as dist
+
+from ring_async.errors import ConfigError
+
+
+def training_device(choice: str, key: str) -> torch.device:
+    """The device a DeepSpeed engine trains on for a config's ``auto``/``cpu``/``cuda`` (``key`` names the setting)."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key} is 'cuda' but no CUDA device is available")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def ensure_process_group(backend: str) -> None:

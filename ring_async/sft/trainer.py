@@ -23,7 +23,7 @@ from ring_async.config import SftConfig
 from ring_async.errors import RingAsyncError
 from ring_async.policy.model import is_moe, load_policy, save_policy
 from ring_async.sft.data import collate, encode_examples, iterate_steps, steps_per_epoch
-from ring_async.sft.distributed import ensure_process_group, local_rank_env
+from ring_async.sft.distributed import ensure_process_group, local_rank_env, training_device
 from ring_async.tasks.record import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[SftCheckpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def _device(sft: SftConfig) -> torch.device:
-    if sft.device == "cuda" or (sft.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise SftError("sft.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def _deepspeed_config(sft: SftConfig, device: torch.device, total_steps: int) -> dict:
     on_cuda = device.type == "cuda"
     return {
@@ -125,7 +117,7 @@ def run_sft(
     import deepspeed
 
     out_dir = Path(out_dir)
-    device = _device(sft)
+    device = training_device(sft.device, "sft.device")
     policy = load_policy(policy_path, experts_implementation="eager" if device.type == "cpu" else None)
     model, tokenizer = policy.model, policy.tokenizer
     limit = max_length or int(getattr(model.config, "max_position_embeddings", 2048))

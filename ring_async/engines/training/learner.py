@@ -43,7 +43,7 @@ from ring_async.engines.training.forward import micro_batch_loss
 from ring_async.engines.training.micro_batches import BatchRows, collate, plan_micro_batches
 from ring_async.engines.generation.weights import state_tensors
 from ring_async.policy.model import is_moe, load_policy, save_policy
-from ring_async.sft.distributed import ensure_process_group, local_rank_env
+from ring_async.sft.distributed import ensure_process_group, local_rank_env, training_device
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,6 @@ class CheckpointInfo:
     step: int
     policy_version: int
     last_consumed_step: int
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise LearnerError("learner.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def deepspeed_config(config: RingConfig, device: torch.device) -> dict[str, Any]:
@@ -123,7 +115,7 @@ class LearnerCore:
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.learner_id = learner_id
-        self.device = _device(config.learner.device)
+        self.device = training_device(config.learner.device, "learner.device")
         resume = ckpt.resolve(resume_from) if resume_from is not None else None
         state = ckpt.LearnerState.read(resume) if resume is not None else None
         if state is not None and state.world_size != world_size:

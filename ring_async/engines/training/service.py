@@ -74,7 +74,7 @@ class LocalBatchSource:
         self.poll_s = poll_s
 
     async def next_batch(self, step_id: int, learner_version: int, wait_s: float) -> TrainBatch | None:
-        self.broker.set_policy_version(learner_version)
+        self.report_version(learner_version)
         deadline = asyncio.get_running_loop().time() + wait_s
         while (batch := self.broker.train_batch(step_id)) is None:
             if asyncio.get_running_loop().time() >= deadline:
@@ -86,7 +86,10 @@ class LocalBatchSource:
         self.broker.acknowledge(through_step_id)
 
     def report_version(self, version: int) -> None:
-        self.broker.set_policy_version(version)
+        # As the Broker service does: only a newer version changes anything (a learner resumed from an older
+        # checkpoint is behind the broker until it catches up), and an unchanged one is not journaled again.
+        if version > self.broker.core.policy_version:
+            self.broker.set_policy_version(version)
 
 
 class GrpcBatchSource:
