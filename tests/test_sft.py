@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import random
 import shutil
 import subprocess
@@ -94,6 +95,9 @@ def test_cli_runs_the_cached_pipeline_end_to_end(tmp_path):
 
     chosen = cli("select-checkpoint")  # builds the policy, the tasks and the SFT run on the way
     assert chosen["step"] in (5, 10) and chosen["plot"].endswith("selection.png")
+    assert Path(chosen["plot"]).is_file() and Path(chosen["report"]).is_file()  # in the cache, not a build folder
+    again = cli("select-checkpoint")  # a cache hit names the same files
+    assert (again["plot"], again["report"]) == (chosen["plot"], chosen["report"])
     sft = cli("sft")
     assert sft["steps"] == 10 and len(sft["checkpoints"]) == 2 and chosen["chosen"] in sft["checkpoints"]
     data = cli("make-data", "--out", str(tmp_path / "data"), "--format", "parquet")

@@ -59,7 +59,10 @@ def selected_checkpoint(config: RingConfig, progress: bool = True, cache: Artifa
         select_checkpoint(run / CHECKPOINTS_DIR, splits.heldout, config.checkpoint_selection, out,
                           seed=config.run.seed, progress=progress)
 
-    report = read_report(cache.get_or_build("selection", selection_material(config), build))
+    folder = cache.get_or_build("selection", selection_material(config), build)
+    report = read_report(folder)
+    if report.plot:  # written inside the build's temporary folder, which the cache renamed into place
+        report.plot = str(folder / Path(report.plot).name)
     # The report names checkpoints by the paths they had when it was written; re-root them in this cache (which may
     # have been moved or mounted elsewhere since).
     rerooted = {m.path: str(run / CHECKPOINTS_DIR / Path(m.path).name) for m in report.checkpoints}
