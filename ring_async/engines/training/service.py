@@ -198,6 +198,15 @@ class LearnerLoop:
             await _call(self.source.acknowledge(info.last_consumed_step))
         return info
 
+    def snapshot(self) -> dict[str, Any]:
+        """The learner's state for GetStatus and the metrics collector (plain values)."""
+        core = self.core
+        return {"learner_id": core.learner_id, "step": core.step, "policy_version": core.policy_version,
+                "last_consumed_step": core.last_consumed_step,
+                "last_checkpoint_step": core.last_checkpoint.step if core.last_checkpoint else -1,
+                "tokens_per_s": core.tokens_per_s(), "refused_batches": self.status.refused_batches,
+                "publish_failures": self.status.publish_failures, "last_step_metrics": dict(core.last_metrics)}
+
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -211,15 +220,14 @@ class LearnerService(learner_pb2_grpc.LearnerServicer):
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> learner_pb2.LearnerStatus:
-        core = self.loop.core
-        last = core.last_checkpoint
-        metrics = {k: float(v) for k, v in core.last_metrics.items() if isinstance(v, (int, float))}
-        metrics["refused_batches"] = float(self.loop.status.refused_batches)
-        metrics["publish_failures"] = float(self.loop.status.publish_failures)
+        s = self.loop.snapshot()
+        metrics = {k: float(v) for k, v in s["last_step_metrics"].items() if isinstance(v, (int, float))}
+        metrics["refused_batches"] = float(s["refused_batches"])
+        metrics["publish_failures"] = float(s["publish_failures"])
         return learner_pb2.LearnerStatus(
-            learner_id=core.learner_id, step=core.step, policy_version=core.policy_version,
-            last_consumed_step=core.last_consumed_step, last_checkpoint_step=last.step if last else -1,
-            tokens_per_s=core.tokens_per_s(), last_step_metrics=metrics)
+            learner_id=s["learner_id"], step=s["step"], policy_version=s["policy_version"],
+            last_consumed_step=s["last_consumed_step"], last_checkpoint_step=s["last_checkpoint_step"],
+            tokens_per_s=s["tokens_per_s"], last_step_metrics=metrics)
 
     async def Checkpoint(self, request: common_pb2.CheckpointRequest,
                          context: grpc.aio.ServicerContext) -> common_pb2.CheckpointReply:
