@@ -1,0 +1,81 @@
+"""The Ray actors of a run: one per role, each holding a host from :mod:`ring_async.system.hosts`.
+
+An actor adds only what Ray is for: it is placed with resources by the launcher and lives in its own process. The
+config travels as its validated dict (validated again on arrival, so every process runs the config that was logged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from ring_async.config import config_from_dict
+from ring_async.system import hosts
+
+
+class _RoleActor:
+    host: Any
+
+    async def endpoint(self) -> hosts.Endpoint:
+        return self.host.endpoint()
+
+    async def stop(self) -> None:
+        await self.host.stop()
+
+
+def _torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@ray.remote
+class BrokerActor(_RoleActor):
+    def __init__(self, config: dict, prompts: list, **kwargs: Any):
+        self.host = hosts.BrokerHost(config_from_dict(config), prompts, **kwargs)
+
+    async def start(self) -> hosts.Endpoint:
+        return await self.host.start()
+
+    async def status(self) -> dict:
+        return self.host.status()
+
+
+@ray.remote
+class VerifierActor(_RoleActor):
+    def __init__(self, config: dict, broker_address: str, **kwargs: Any):
+        self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **kwargs)
+
+    async def start(self) -> hosts.Endpoint:
+        return await self.host.start()
+
+
+@ray.remote
+class GeneratorActor(_RoleActor):
+    def __init__(self, config: dict, policy_path: str, broker_address: str, verifier_address: str,
+                 torch_threads: int = 1, **kwargs: Any):
+        _torch_threads(torch_threads)
+        self.host = hosts.GeneratorHost(config_from_dict(config), policy_path, broker_address, verifier_address,
+                                        **kwargs)
+
+    async def start(self) -> hosts.Endpoint:
+        return await self.host.start()
+
+
+@ray.remote
+class LearnerActor(_RoleActor):
+    def __init__(self, config: dict, policy_path: str, broker_address: str, generator_addresses: dict[str, str],
+                 torch_threads: int = 1, **kwargs: Any):
+        _torch_threads(torch_threads)
+        self.host = hosts.LearnerHost(config_from_dict(config), policy_path, broker_address, generator_addresses,
+                                      **kwargs)
+
+    async def start(self) -> hosts.Endpoint:
+        return await self.host.start()
+
+    async def wait(self) -> dict:
+        return await self.host.wait()
+
+    async def snapshot(self) -> dict:
+        return self.host.loop.snapshot()

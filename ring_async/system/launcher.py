@@ -1,0 +1,90 @@
+"""Placing a run on Ray: one actor per role, wired by address, with an internal bearer token, shut down cleanly.
+
+Local (no ``address``): an embedded Ray instance with this machine's CPUs; every server binds loopback. On a cluster
+(``address`` of a running Ray head) each actor binds its node's address and reports it. Resources: each generator
+and the learner take one CPU (or a GPU where the config asks for CUDA); the broker and the verifier are light
+coordinators and take none, so a 2-core machine runs one generator and one learner side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ring_async.broker.prompts import Prompt
+from ring_async.config import RingConfig
+from ring_async.system.hosts import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayRunResult:
+    endpoints: list[Endpoint] = field(default_factory=list)
+    learner: dict[str, Any] = field(default_factory=dict)  # the learner's final snapshot
+    broker: dict[str, Any] = field(default_factory=dict)  # the broker's final status (accounting)
+    wall_s: float = 0.0
+
+
+def _gpu_share(device: str) -> float:
+    import torch
+
+    return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
+
+
+def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int,
+               address: str | None = None, generators: int = 1, timeout_s: float | None = None) -> RayRunResult:
+    """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done."""
+    import ray
+
+    from actors.roles import BrokerActor, GeneratorActor, LearnerActor, VerifierActor
+
+    started = time.monotonic()
+    local = address is None
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(address=address, num_cpus=os.cpu_count() if local else None, include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+    token = secrets.token_urlsafe(32)
+    host = {"host": "127.0.0.1"} if local else {}
+    common = {"auth_token": token, **host}
+    cfg = config.model_dump(mode="json")
+    actors: list[Any] = []
+    result = RayRunResult()
+    try:
+        broker = BrokerActor.options(num_cpus=0).remote(cfg, list(prompts), **common)
+        actors.append(broker)
+        b = ray.get(broker.start.remote())
+        verifier = VerifierActor.options(num_cpus=0).remote(cfg, b.address, **common)
+        actors.append(verifier)
+        v = ray.get(verifier.start.remote())
+        gens = [GeneratorActor.options(num_cpus=1, num_gpus=_gpu_share(config.generation.device)).remote(
+                    cfg, str(policy_path), b.address, v.address, instance=f"generator-{i}", **common)
+                for i in range(generators)]
+        actors.extend(gens)
+        g = ray.get([gen.start.remote() for gen in gens])
+        learner = LearnerActor.options(num_cpus=1, num_gpus=_gpu_share(config.learner.device)).remote(
+            cfg, str(policy_path), b.address, {e.instance: e.address for e in g}, max_steps=max_steps, **common)
+        actors.append(learner)
+        result.endpoints = [b, v, *g, ray.get(learner.start.remote())]
+        for e in result.endpoints:
+            log.info("%s %s at %s (metrics on port %d)", e.role, e.instance, e.address, e.metrics_port)
+        result.learner = ray.get(learner.wait.remote(), timeout=timeout_s)
+        result.broker = ray.get(broker.status.remote())
+    finally:
+        # The learner first (it pulls from the broker), the broker last (everyone reports to it).
+        for actor in reversed(actors):
+            try:
+                ray.get(actor.stop.remote(), timeout=60)
+            except Exception as err:  # a dead actor has nothing left to stop
+                log.warning("stopping an actor: %s", err)
+        for actor in actors:
+            ray.kill(actor)
+        if owns_ray:
+            ray.shutdown()
+    result.wall_s = time.monotonic() - started
+    return result
