@@ -20,6 +20,7 @@ _COMMANDS = (
     "ring_async.commands.demo_cmd",
     "ring_async.commands.sft_cmd",
     "ring_async.commands.verify_cmd",
+    "ring_async.commands.run_cmd",
 )
 
 EXIT_USAGE = 2

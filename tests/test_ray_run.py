@@ -1,30 +1,56 @@
-"""A short run with every role as a Ray actor on an embedded local Ray cluster (the real launcher path)."""
+"""``ring-async run`` and ``ring-async eval`` end to end: every role a Ray actor on an embedded local Ray instance."""
 
 from __future__ import annotations
 
-import random
+import json
+import subprocess
+import sys
 
 import pytest
-
-from ring_async.system.inprocess import prompts_from_records
-from ring_async.system.launcher import run_on_ray
-from ring_async.tasks.math_tasks import math_task
+import yaml
 
 from test_hosts import short_config
-from test_learner import policy_dir  # noqa: F401  (fixture)
+from test_learner import SMALL, policy_dir  # noqa: F401  (fixture)
+
+
+def cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ring_async.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.mark.e2e
-def test_a_short_run_on_local_ray(tmp_path, policy_dir):  # noqa: F811
-    config = short_config(tmp_path)
-    rng = random.Random(0)
-    prompts = prompts_from_records([math_task(rng, 1) for _ in range(50)])
-    result = run_on_ray(config, str(policy_dir), prompts, max_steps=2, timeout_s=300)
-    assert sorted(e.role for e in result.endpoints) == ["broker", "generator", "learner", "verifier"]
-    assert all(e.address.startswith("127.0.0.1:") for e in result.endpoints)
-    assert result.learner["step"] == 2 and result.learner["last_step_metrics"]["loss_tokens"] == 96
-    assert result.broker["steps_emitted"] == 2 and result.broker["policy_version"] == 2
-    rollouts = result.broker["rollouts"]
-    # The broker's accounting closes at the end of the run.
-    outcomes = sum(v for k, v in rollouts.items() if k != "accepted")
-    assert rollouts["accepted"] == outcomes + result.broker["pool_rollouts"] + result.broker["pending_rollouts"]
+def test_run_trains_on_local_ray_and_eval_reads_the_result(tmp_path, policy_dir):  # noqa: F811
+    config = short_config(tmp_path).model_dump(mode="json")
+    # The synthetic tasks of a short run: few, easy, and within the small test policy's context.
+    config["model"] = SMALL.model_dump(mode="json")
+    config["tasks"].update({"math_train": 60, "math_heldout": 8, "code_train": 0, "code_heldout": 0,
+                            "math_difficulty": 1})
+    config["cache"]["dir"] = str(tmp_path / "cache")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    out = cli("run", "--config", str(path), "--start-from", str(policy_dir), "--steps", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["step_tokens_min"] == summary["step_tokens_max"] == 96
+    rollouts = summary["accounting"]["rollouts"]
+    assert rollouts["trained"] > 0 and rollouts["accepted"] >= rollouts["trained"]
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+    assert (run_dir / "checkpoints" / "latest").is_file()
+
+    ev = cli("eval", "--config", str(path), str(run_dir / "checkpoints"), "--limit", "4", timeout=200)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert report["prompts"] == 4 and 0.0 <= report["avg@1"] <= 1.0
+    assert report["policy"].endswith("step-000002/policy")
+
+
+def test_run_refuses_bad_arguments_with_one_line(tmp_path):
+    for args, words in ((["run", "--steps", "0"], "--steps"), (["run", "--steps", "1", "--reward-types", "poetry"],
+                                                               "--reward-types"),
+                        (["run", "--steps", "1", "--start-from", str(tmp_path)], "not a Hugging Face model folder")):
+        out = cli(*args, timeout=120)
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], out.stderr

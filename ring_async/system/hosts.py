@@ -14,6 +14,7 @@ gRPC with the cluster's internal bearer token, so a host never holds another hos
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from ring_async.transport import Server, open_channel, pack_batch
 from ring_async.v1 import broker_pb2, broker_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+STEPS_FILE = "learner-steps.jsonl"  # one JSON object of metrics per optimizer step, in the run directory
 
 
 @dataclass(frozen=True)
@@ -221,13 +224,29 @@ class LearnerHost(_Host):
                                     bucket_bytes=self.config.generation.weight_bucket_bytes,
                                     timeout_s=self.config.learner.publish_timeout_s)
         steps = StepMetrics(self.registry, self.instance)
+        run_dir = Path(self.config.run.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        history = (run_dir / STEPS_FILE).open("a", buffering=1)  # line-buffered: `tail -f` follows training
+
+        def on_step(result) -> None:
+            steps.observe(result.metrics)
+            history.write(json.dumps({"step": result.policy_version, "step_id": result.step_id, **result.metrics},
+                                     default=float) + "\n")
+
         self.loop = LearnerLoop(self.core, GrpcBatchSource(self.channel(self.broker_address), self.instance), publisher,
-                                max_steps=self.max_steps, on_step=lambda result: steps.observe(result.metrics))
+                                max_steps=self.max_steps, on_step=on_step)
+        self._history = history
         self.server = await serve_learner(LearnerService(self.loop), host=self.host, auth_token=self.auth_token)
         self.registry.register(LearnerCollector(self.loop.snapshot, self.instance))
         self._serve_metrics()
-        self.done = self._spawn(self.loop.run())
+        self.done = self._spawn(self._train())
         return self.endpoint()
+
+    async def _train(self) -> None:
+        await self.loop.run()
+        if self.max_steps is not None and self.core.step >= self.max_steps:
+            # The run's result is the final checkpoint: its policy/ folder is what eval and serving load.
+            await self.loop.checkpoint()
 
     async def wait(self) -> dict:
         """Until the loop ends (``max_steps`` taken); the learner's final snapshot."""
@@ -236,3 +255,4 @@ class LearnerHost(_Host):
 
     async def _close_role(self) -> None:
         self.loop.stop()
+        self._history.close()
