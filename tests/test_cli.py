@@ -47,10 +47,3 @@ def test_bench_broker_prints_json_with_exact_steps():
     assert missing.returncode == 1 and "available: broker" in missing.stderr
 
 
-def test_demo_writes_a_summary(tmp_path):
-    result = ring_async("demo", "--steps", "3", "--run-dir", str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["steps"] == 3
-    assert summary["step_tokens_min"] == summary["step_tokens_max"] == summary["budget"]
-    assert summary["accounting_closure"] == {"rollouts": 0, "tokens": 0}

@@ -1,8 +1,10 @@
-"""``ring-async demo``: the embedded default, end to end, with what exists so far.
+"""``ring-async demo``: the embedded default end to end.
 
-Today that is the data plane and the C3PO broker on synthetic rollouts: prompt groups are leased, answered with
-seeded synthetic responses, encoded and decoded as Arrow, scored, pooled and emitted as fixed-token train batches
-while the policy version advances. Generation, verification and learning plug into the same loop as they land.
+Tiny MoE policy and synthetic tasks (built offline, cached) → distillation SFT and the entropy-chosen checkpoint
+(cached) → held-out math accuracy of that checkpoint → C3PO RL on math, every role a Ray actor on an embedded local
+Ray instance → (optionally) a code stage from the math result → held-out math accuracy of the final policy →
+``<run_dir>/summary.json`` and ``<run_dir>/steps.png``. Both evaluations sample every held-out math task once at
+temperature 1.0 with the same seed, so the two accuracies are directly comparable.
 """
 
 from __future__ import annotations
@@ -12,65 +14,94 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from ring_async.commands.options import add_config_options, config_from_args
+from ring_async.config import RingConfig
+from ring_async.errors import ConfigError
 
-from ring_async.broker.core import Broker
-from ring_async.broker.prompts import Prompt
-from ring_async.config import load_config
-from ring_async.data import codec
-from ring_async.data.schemas import ROLLOUT
-from ring_async.data.synthetic import LengthSpread, synthetic_rollouts
-from ring_async.data.train_batch import TrainBatch
+DEFAULT_MATH_STEPS = 40
+
+
+def _evaluate(config: RingConfig, policy: Path, records) -> dict:
+    from ring_async.policy.model import load_policy
+    from ring_async.sft.probe import probe
+
+    result = probe(load_policy(policy, experts_implementation="eager"), records,
+                   max_new_tokens=config.generation.max_tokens, temperature=1.0, seed=config.run.seed + 1)
+    return {"accuracy": result.accuracy, "entropy": result.mean_entropy,
+            "mean_response_tokens": result.mean_response_tokens, "prompts": result.prompts}
+
+
+def _stage(config: RingConfig, name: str, policy: Path, records, steps: int) -> tuple[Path, list[dict], dict]:
+    """One RL stage in its own run directory; returns the trained policy, the per-step log and the broker status."""
+    from ring_async.system.hosts import STEPS_FILE
+    from ring_async.system.inprocess import prompts_from_records
+    from ring_async.system.launcher import run_on_ray
+
+    stage_dir = Path(config.run.run_dir) / f"rl-{name}"
+    stage = config.model_copy(update={"run": config.run.model_copy(update={"run_dir": str(stage_dir)})})
+    print(f"ring-async demo: {name} RL, {steps} steps of Φ={config.algorithm.budget_tokens} tokens "
+          f"on {len(records)} tasks (K={config.broker.group_size}, mode {config.run.mode})", flush=True)
+    result = run_on_ray(stage, str(policy), prompts_from_records(records), max_steps=steps)
+    history = [json.loads(line) for line in (stage_dir / STEPS_FILE).read_text().splitlines() if line.strip()]
+    checkpoints = stage_dir / "checkpoints"
+    return checkpoints / (checkpoints / "latest").read_text().strip() / "policy", history, result.broker
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    run_dir = Path(args.run_dir or config.run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(config.run.seed)
-    broker = Broker(config, [Prompt(f"demo-{i}", f"synthetic prompt {i}", "math") for i in range(4096)])
-    spread = LengthSpread(low=16, high=1024, median=config.broker.expected_response_tokens, sigma=0.6)
+    from ring_async.sft.pipeline import prepare_policy
+    from ring_async.system.plots import plot_steps
+
     started = time.monotonic()
-    step_tokens: list[int] = []
-    print(
-        f"ring-async demo: broker dry run, Φ={config.algorithm.budget_tokens} cut={config.algorithm.cut} "
-        f"K={config.broker.group_size} max_staleness={config.algorithm.max_staleness} "
-        "(synthetic responses; generation and learning plug in here as they land)"
-    )
-    while len(step_tokens) < args.steps:
-        lease = broker.lease("demo-generator", 2)
-        if lease.groups.num_rows:
-            rollouts = synthetic_rollouts(lease.groups, rng, spread, policy_version=broker.policy_version)
-            broker.submit(codec.decode(codec.encode(rollouts, ROLLOUT), ROLLOUT))
-        batch = broker.next_batch()
-        if batch is None:
-            continue
-        batch = TrainBatch.from_ipc(batch.to_ipc())
-        step_tokens.append(batch.loss_tokens)
-        advantages = batch.records.column("advantage").to_numpy()
-        print(
-            f"step {batch.step_id:3d}  loss tokens {batch.loss_tokens}  responses {batch.num_sequences:3d}  "
-            f"|A| mean {np.abs(advantages).mean():.3f}  pool {broker.pool_tokens} tokens"
-        )
-        broker.set_policy_version(broker.policy_version + 1)
+    if args.steps < 1 or args.code_steps < 0:
+        raise ConfigError(f"--steps must be >= 1 and --code-steps >= 0 (got {args.steps}, {args.code_steps})")
+    config = config_from_args(args)
+    run_dir = Path(config.run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_policy(config, progress=True)
+    heldout = [r for r in prepared.splits.heldout if r.reward_type == "math"]
+    sft = _evaluate(config, prepared.path, heldout)
+    print(f"ring-async demo: SFT checkpoint {prepared.path.name}: held-out math accuracy {sft['accuracy']:.3f}",
+          flush=True)
+
+    policy, history, broker = _stage(config, "math", prepared.path,
+                                     [r for r in prepared.splits.train if r.reward_type == "math"], args.steps)
+    if args.code_steps:
+        policy, code_history, broker = _stage(config, "code", policy,
+                                              [r for r in prepared.splits.train if r.reward_type == "code"],
+                                              args.code_steps)
+        history += [dict(s, step=s["step"] + len(history)) for s in code_history]
+    rl = _evaluate(config, policy, heldout)
+    tokens = [int(s["loss_tokens"]) for s in history]
     summary = {
+        "sft_checkpoint": str(prepared.path),
+        "sft_accuracy": sft["accuracy"],
+        "rl_accuracy": rl["accuracy"],
+        "heldout_math": len(heldout),
+        "steps": len(history),
+        "math_steps": args.steps,
+        "code_steps": args.code_steps,
+        "step_tokens_min": min(tokens, default=0),
+        "step_tokens_max": max(tokens, default=0),
         "budget": config.algorithm.budget_tokens,
-        "steps": len(step_tokens),
-        "step_tokens_min": min(step_tokens),
-        "step_tokens_max": max(step_tokens),
-        "wall_seconds": round(time.monotonic() - started, 3),
-        "accounting": broker.ledger.snapshot(),
-        "accounting_closure": broker.closure(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "final_policy": str(policy),
+        "entropy": {"sft": sft["entropy"], "rl": rl["entropy"]},
+        "accounting": {"rollouts": broker.get("rollouts"), "tokens": broker.get("tokens")},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("budget", "steps", "step_tokens_min", "step_tokens_max", "accounting_closure")}))
-    print(f"summary written to {run_dir / 'summary.json'}")
+    if history:
+        plot_steps(history, run_dir / "steps.png", title="ring-async demo: C3PO RL on the embedded default")
+    print(json.dumps({k: summary[k] for k in ("sft_accuracy", "rl_accuracy", "steps", "step_tokens_min",
+                                              "step_tokens_max", "budget", "wall_seconds")}))
+    print(f"summary written to {run_dir / 'summary.json'}, plot to {run_dir / 'steps.png'}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the embedded default end to end")
-    parser.add_argument("--config", help="YAML config (default: the embedded default)")
-    parser.add_argument("--steps", type=int, default=20, help="training steps to run (default 20)")
+    parser = subparsers.add_parser("demo", help="the embedded default end to end: SFT, math RL on Ray, summary")
+    add_config_options(parser)
+    parser.add_argument("--steps", type=int, default=DEFAULT_MATH_STEPS,
+                        help=f"math-stage optimizer steps (default {DEFAULT_MATH_STEPS})")
+    parser.add_argument("--code-steps", type=int, default=0, help="code-stage optimizer steps after math (default 0)")
     parser.add_argument("--run-dir", help="override run.run_dir")
     parser.set_defaults(func=_run)

@@ -14,24 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
-from ring_async.config import RingConfig, load_config
+from ring_async.commands.options import add_config_options, config_from_args
+from ring_async.config import RingConfig
 from ring_async.errors import ConfigError, RingAsyncError
 
 REWARD_TYPES = ("math", "code")
-
-
-def _config(args: argparse.Namespace) -> RingConfig:
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
-    if getattr(args, "run_dir", None):
-        overrides["run.run_dir"] = args.run_dir
-    return load_config(args.config, overrides)
 
 
 def _reward_types(text: str) -> list[str]:
@@ -73,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     from ring_async.system.launcher import run_on_ray
     from ring_async.tasks.dataset import load_splits
 
-    config = _config(args)
+    config = config_from_args(args)
     steps = args.steps or config.learner.total_steps
     if not steps or steps < 1:
         raise ConfigError("how long to train: pass --steps N (N >= 1) or set learner.total_steps")
@@ -105,7 +92,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ring_async.sft.probe import probe
     from ring_async.tasks.dataset import load_splits
 
-    config = _config(args)
+    config = config_from_args(args)
     kinds = _reward_types(args.reward_types)
     path = Path(args.policy)
     if (path / "latest").is_file():  # a learner checkpoint directory: its latest checkpoint's policy
@@ -122,8 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (default: the embedded default)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    add_config_options(parser)
     parser.add_argument("--reward-types", default="math", help="comma list of task types (default: math)")
 
 

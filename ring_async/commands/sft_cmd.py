@@ -9,32 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 from pathlib import Path
 
-import yaml
-
-from ring_async.config import RingConfig, load_config
-from ring_async.errors import ConfigError
-
-
-def _config(args: argparse.Namespace) -> RingConfig:
-    # Cache hits, skipped examples and out-of-band selections are worth a line on stderr.
-    logging.basicConfig(level=logging.WARNING, format="ring-async: %(message)s")
-    logging.getLogger("ring_async").setLevel(logging.INFO)
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. sft.epochs=2")
-        overrides[key] = yaml.safe_load(value)
-    return load_config(args.config, overrides)
+from ring_async.commands.options import add_config_options, config_from_args
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (default: the embedded default)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key, e.g. sft.epochs=2")
+    add_config_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -42,7 +24,7 @@ def _build_policy(args: argparse.Namespace) -> int:
     from ring_async.policy.embedded import build_embedded_policy, initial_policy_path
     from ring_async.policy.model import count_parameters, load_policy
 
-    config = _config(args)
+    config = config_from_args(args)
     if args.out:
         path = build_embedded_policy(config, Path(args.out))
     else:
@@ -59,7 +41,7 @@ def _make_data(args: argparse.Namespace) -> int:
     from ring_async.tasks.dataset import load_splits
     from ring_async.tasks.io import write_tasks
 
-    config = _config(args)
+    config = config_from_args(args)
     splits = load_splits(config)
     out = Path(args.out or Path(config.run.run_dir) / "tasks")
     suffix = ".parquet" if args.format == "parquet" else ".jsonl"
@@ -77,7 +59,7 @@ def _sft(args: argparse.Namespace) -> int:
     from ring_async.sft.trainer import SUMMARY_FILE, run_sft
     from ring_async.tasks.dataset import load_splits
 
-    config = _config(args)
+    config = config_from_args(args)
     if args.out:
         splits = load_splits(config)
         result = run_sft(initial_policy_path(config), splits.train, Path(args.out), config.sft, seed=config.run.seed,
@@ -97,7 +79,7 @@ def _select(args: argparse.Namespace) -> int:
     from ring_async.sft.selection import PLOT_FILE, REPORT_FILE, select_checkpoint
     from ring_async.tasks.dataset import load_splits
 
-    config = _config(args)
+    config = config_from_args(args)
     if args.checkpoints:
         out = Path(args.out or Path(config.run.run_dir) / "selection")
         report = select_checkpoint(args.checkpoints, load_splits(config).heldout, config.checkpoint_selection, out,
