@@ -36,8 +36,32 @@ def _gpu_share(device: str) -> float:
     return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
 
 
+def _follow(ray, learner, max_steps: int, timeout_s: float | None, progress: bool) -> dict[str, Any]:
+    """Wait for the learner to finish, showing step, reward, tokens/s and the ETA while it trains."""
+    from tqdm.auto import tqdm
+
+    done = learner.wait.remote()
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    with tqdm(total=max_steps, desc="rl", unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        while True:
+            ready, _ = ray.wait([done], timeout=2.0)
+            if ready:
+                final = ray.get(done)
+                bar.update(final["step"] - bar.n)
+                return final
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the learner did not finish {max_steps} steps within {timeout_s} s")
+            snap = ray.get(learner.snapshot.remote())
+            last = snap["last_step_metrics"]
+            bar.update(snap["step"] - bar.n)
+            if last:
+                bar.set_postfix(reward=f"{last['reward_mean']:.3f}", entropy=f"{last['entropy']:.3f}",
+                                tok_s=f"{snap['tokens_per_s']:,.0f}", refresh=False)
+
+
 def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int,
-               address: str | None = None, generators: int = 1, timeout_s: float | None = None) -> RayRunResult:
+               address: str | None = None, generators: int = 1, timeout_s: float | None = None,
+               progress: bool = True) -> RayRunResult:
     """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done."""
     import ray
 
@@ -73,7 +97,7 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         result.endpoints = [b, v, *g, ray.get(learner.start.remote())]
         for e in result.endpoints:
             log.info("%s %s at %s (metrics on port %d)", e.role, e.instance, e.address, e.metrics_port)
-        result.learner = ray.get(learner.wait.remote(), timeout=timeout_s)
+        result.learner = _follow(ray, learner, max_steps, timeout_s, progress)
         result.broker = ray.get(broker.status.remote())
     finally:
         # The learner first (it pulls from the broker), the broker last (everyone reports to it).
