@@ -222,7 +222,8 @@ class LearnerCore:
             raise
 
         grad_norm = self._reduced_grad_norm()
-        lr = float(self.engine.get_lr()[0]) if self.engine.get_lr() else self.config.learner.lr
+        lrs = self.engine.get_lr()  # the rate this step applies (the scheduler moves after the step)
+        lr = float(lrs[0]) if lrs else self.config.learner.lr
         self.engine.step()
         if grad_norm is None:
             grad_norm = self.engine.get_global_grad_norm()
@@ -291,9 +292,10 @@ class LearnerCore:
         if (data.prompt_lengths < 1).any():
             raise BatchRejected(f"{where}: row {int(np.argmax(data.prompt_lengths < 1))} has an empty prompt")
         for name, ids in (("prompt", data.prompt_ids), ("response", data.response_ids)):
-            if len(ids) and (ids.min() < 0 or ids.max() >= self.vocab_size):
-                raise BatchRejected(f"{where}: {name} token id {int(ids.max() if ids.max() >= self.vocab_size else ids.min())} "
-                                    f"outside the model's vocabulary [0, {self.vocab_size})")
+            outside = ids[(ids < 0) | (ids >= self.vocab_size)]
+            if len(outside):
+                raise BatchRejected(f"{where}: {name} token id {int(outside[0])} is outside the model's vocabulary "
+                                    f"[0, {self.vocab_size})")
         behaviour = data.behaviour_logprobs
         if not np.isfinite(behaviour).all() or (behaviour > _LOGPROB_SLACK).any():
             raise BatchRejected(f"{where}: behaviour logprobs must be finite and <= 0")
