@@ -27,7 +27,12 @@ EXPECTED_METHODS: dict[str, dict[str, tuple[bool, bool]]] = {
         "Pause": (False, False),
         "Resume": (False, False),
     },
-    "ring_async.v1.Verifier": {"Verify": (False, False), "GetStatus": (False, False)},
+    "ring_async.v1.Verifier": {
+        "Verify": (False, False),
+        "GetStatus": (False, False),
+        "SubmitRewards": (False, False),
+        "StreamRollouts": (False, True),
+    },
     "ring_async.v1.Learner": {"GetStatus": (False, False), "Checkpoint": (False, False)},
     "ring_async.v1.Control": {
         "SubmitPrompts": (False, False),

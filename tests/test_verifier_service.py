@@ -222,3 +222,71 @@ def test_external_rows_time_out_as_unverifiable_and_a_cancelled_call_withdraws_i
     assert timed_out.column("reward").to_pylist() == [None]
     assert cancelled.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert waiting == [] and nothing_else
+
+
+def test_submit_rewards_answers_only_rollouts_waiting_here_and_counts_retries(engines):
+    def rewards(**values) -> verifier_pb2.SubmitRewardsRequest:
+        return verifier_pb2.SubmitRewardsRequest(rewards=[
+            verifier_pb2.Reward(rollout_id=k.replace("_", "/"), reward=v or 0.0, unverifiable=v is None)
+            for k, v in values.items()])
+
+    async def main():
+        async with Served(engines, external_timeout_s=0.3) as served:
+            # Not waiting here: unknown, and not kept for later (another verifier may own it).
+            early = await served.stub.SubmitRewards(rewards(g_0=1.0))
+            await served.verify(rollouts(row(0, "external", None), row(1, "external", None)))
+            # g/0 was not decided by that reward: both wait until they time out.
+            timed_out = pa.concat_batches([await asyncio.wait_for(served.external.get(), 5) for _ in range(2)])
+            late = await served.stub.SubmitRewards(rewards(g_0=1.0))  # its wait is over: unknown
+
+            served.core.external_timeout_s = 30
+            await served.verify(rollouts(row(2, "external", None), row(3, "external", None)))
+            assert served.core.submit_reward("g/2", 0.5)  # in process, as before
+            await asyncio.wait_for(served.external.get(), 5)
+            mixed = await served.stub.SubmitRewards(rewards(g_2=0.1, g_3=None, g_9=1.0))
+            masked = await asyncio.wait_for(served.external.get(), 5)
+            twice = await refusal(served.stub.SubmitRewards(verifier_pb2.SubmitRewardsRequest(rewards=[
+                verifier_pb2.Reward(rollout_id="g/3"), verifier_pb2.Reward(rollout_id="g/3")])))
+            return early, timed_out, late, mixed, masked, twice, await served.status()
+
+    early, timed_out, late, mixed, masked, twice, status = asyncio.run(main())
+    assert (early.accepted, early.already_rewarded, early.unknown, list(early.unknown_rollout_ids)) == (
+        0, 0, 1, ["g/0"])
+    assert sorted(timed_out.column("rollout_id").to_pylist()) == ["g/0", "g/1"]
+    assert timed_out.column("verdict").to_pylist() == [V.UNVERIFIABLE] * 2
+    assert late.unknown == 1
+    assert (mixed.accepted, mixed.already_rewarded, mixed.unknown, list(mixed.unknown_rollout_ids)) == (
+        1, 1, 1, ["g/9"])
+    assert masked.column("rollout_id").to_pylist() == ["g/3"]
+    assert masked.column("verdict").to_pylist() == [V.UNVERIFIABLE] and masked.column("reward").to_pylist() == [None]
+    assert twice.code() == grpc.StatusCode.INVALID_ARGUMENT and "more than once: g/3" in twice.details()
+    assert status.verdicts[V.SCORED] == 1 and status.verdicts[V.UNVERIFIABLE] == 3  # g/0, g/1 timed out; g/3
+
+
+def test_stream_rollouts_snapshots_waiting_rows_filters_by_type_and_ends_with_the_service(engines):
+    async def main():
+        async with Served(engines) as served:
+            await served.verify(rollouts(row(0, "external", None)))
+            waiting = served.stub.StreamRollouts(verifier_pb2.StreamRolloutsRequest(pending_external_only=True))
+            math_only = served.stub.StreamRollouts(verifier_pb2.StreamRolloutsRequest(reward_types=["math"]))
+            snapshot = await waiting.read()
+            while served.service.stream_subscribers < 2:
+                await asyncio.sleep(0.01)
+            await served.verify(rollouts(row(1, "math", r"\boxed{3}", answer="3"), row(2, "external", None)))
+            started, scored = await waiting.read(), await math_only.read()
+            typo = await refusal(served.stub.StreamRollouts(
+                verifier_pb2.StreamRolloutsRequest(reward_types=["poetry"])).read())
+            await served.service.close()  # ends the open streams
+            ends = [await waiting.read(), await math_only.read()]
+            return snapshot, started, scored, typo, ends
+
+    snapshot, started, scored, typo, ends = asyncio.run(main())
+    decode = lambda reply: unpack_batch(reply.rollouts, ROLLOUT)  # noqa: E731
+    assert decode(snapshot).column("rollout_id").to_pylist() == ["g/0"]
+    assert decode(started).column("rollout_id").to_pylist() == ["g/2"]
+    assert decode(started).column("verdict").to_pylist() == [V.PENDING_EXTERNAL]
+    assert decode(scored).column("rollout_id").to_pylist() == ["g/1"]
+    assert decode(scored).column("verdict").to_pylist() == [V.CORRECT]
+    assert snapshot.skipped == started.skipped == scored.skipped == 0
+    assert typo.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown 'poetry'" in typo.details()
+    assert ends == [grpc.aio.EOF, grpc.aio.EOF]

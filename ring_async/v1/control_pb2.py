@@ -28,8 +28,9 @@ from ring_async.v1 import generator_pb2 as ring__async_dot_v1_dot_generator__pb2
 from ring_async.v1 import learner_pb2 as ring__async_dot_v1_dot_learner__pb2
 from ring_async.v1 import verifier_pb2 as ring__async_dot_v1_dot_verifier__pb2
 
+from ring_async.v1.verifier_pb2 import *
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bring_async/v1/control.proto\x12\rring_async.v1\x1a\x1aring_async/v1/broker.proto\x1a\x1aring_async/v1/common.proto\x1a\x1dring_async/v1/generator.proto\x1a\x1bring_async/v1/learner.proto\x1a\x1cring_async/v1/verifier.proto\"\xc7\x01\n\x06Prompt\x12\x16\n\tprompt_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0breward_type\x18\x03 \x01(\t\x12\x13\n\x06\x61nswer\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05tests\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x12\n\ngroup_size\x18\x07 \x01(\r\x12\x10\n\x08metadata\x18\x08 \x01(\x0c\x42\x0c\n\n_prompt_idB\t\n\x07_answerB\x08\n\x06_tests\">\n\x14SubmitPromptsRequest\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.ring_async.v1.Prompt\"(\n\x12SubmitPromptsReply\x12\x12\n\nprompt_ids\x18\x01 \x03(\t\"B\n\x06Reward\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x14\n\x0cunverifiable\x18\x03 \x01(\x08\">\n\x14SubmitRewardsRequest\x12&\n\x07rewards\x18\x01 \x03(\x0b\x32\x15.ring_async.v1.Reward\"n\n\x12SubmitRewardsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x18\n\x10\x61lready_rewarded\x18\x02 \x01(\x03\x12\x0f\n\x07unknown\x18\x03 \x01(\x03\x12\x1b\n\x13unknown_rollout_ids\x18\x04 \x03(\t\"L\n\x15StreamRolloutsRequest\x12\x14\n\x0creward_types\x18\x01 \x03(\t\x12\x1d\n\x15pending_external_only\x18\x02 \x01(\x08\"S\n\x13StreamRolloutsReply\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\"\x98\x04\n\x0cSystemStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12(\n\x05pause\x18\x03 \x01(\x0b\x32\x19.ring_async.v1.PauseState\x12+\n\x06\x62roker\x18\x04 \x01(\x0b\x32\x1b.ring_async.v1.BrokerStatus\x12.\n\x08learners\x18\x05 \x03(\x0b\x32\x1c.ring_async.v1.LearnerStatus\x12\x32\n\ngenerators\x18\x06 \x03(\x0b\x32\x1e.ring_async.v1.GeneratorStatus\x12\x30\n\tverifiers\x18\x07 \x03(\x0b\x32\x1d.ring_async.v1.VerifierStatus\x12\x41\n\x0bunreachable\x18\x08 \x03(\x0b\x32,.ring_async.v1.SystemStatus.UnreachableEntry\x12\x15\n\rmax_staleness\x18\t \x01(\x03\x12\x16\n\x0epool_staleness\x18\n \x01(\x03\x12\x1e\n\x16generated_tokens_per_s\x18\x0b \x01(\x01\x12\x1c\n\x14trained_tokens_per_s\x18\x0c \x01(\x01\x12\x15\n\rsteps_per_min\x18\r \x01(\x01\x1a\x32\n\x10UnreachableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb5\x04\n\x07\x43ontrol\x12W\n\rSubmitPrompts\x12#.ring_async.v1.SubmitPromptsRequest\x1a!.ring_async.v1.SubmitPromptsReply\x12W\n\rSubmitRewards\x12#.ring_async.v1.SubmitRewardsRequest\x1a!.ring_async.v1.SubmitRewardsReply\x12\\\n\x0eStreamRollouts\x12$.ring_async.v1.StreamRolloutsRequest\x1a\".ring_async.v1.StreamRolloutsReply0\x01\x12\x46\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1b.ring_async.v1.SystemStatus\x12?\n\x05Pause\x12\x1b.ring_async.v1.PauseRequest\x1a\x19.ring_async.v1.PauseState\x12\x41\n\x06Resume\x12\x1c.ring_async.v1.ResumeRequest\x1a\x19.ring_async.v1.PauseState\x12N\n\nCheckpoint\x12 .ring_async.v1.CheckpointRequest\x1a\x1e.ring_async.v1.CheckpointReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bring_async/v1/control.proto\x12\rring_async.v1\x1a\x1aring_async/v1/broker.proto\x1a\x1aring_async/v1/common.proto\x1a\x1dring_async/v1/generator.proto\x1a\x1bring_async/v1/learner.proto\x1a\x1cring_async/v1/verifier.proto\"\xc7\x01\n\x06Prompt\x12\x16\n\tprompt_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0breward_type\x18\x03 \x01(\t\x12\x13\n\x06\x61nswer\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05tests\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x12\n\ngroup_size\x18\x07 \x01(\r\x12\x10\n\x08metadata\x18\x08 \x01(\x0c\x42\x0c\n\n_prompt_idB\t\n\x07_answerB\x08\n\x06_tests\">\n\x14SubmitPromptsRequest\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.ring_async.v1.Prompt\"(\n\x12SubmitPromptsReply\x12\x12\n\nprompt_ids\x18\x01 \x03(\t\"\x98\x04\n\x0cSystemStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12(\n\x05pause\x18\x03 \x01(\x0b\x32\x19.ring_async.v1.PauseState\x12+\n\x06\x62roker\x18\x04 \x01(\x0b\x32\x1b.ring_async.v1.BrokerStatus\x12.\n\x08learners\x18\x05 \x03(\x0b\x32\x1c.ring_async.v1.LearnerStatus\x12\x32\n\ngenerators\x18\x06 \x03(\x0b\x32\x1e.ring_async.v1.GeneratorStatus\x12\x30\n\tverifiers\x18\x07 \x03(\x0b\x32\x1d.ring_async.v1.VerifierStatus\x12\x41\n\x0bunreachable\x18\x08 \x03(\x0b\x32,.ring_async.v1.SystemStatus.UnreachableEntry\x12\x15\n\rmax_staleness\x18\t \x01(\x03\x12\x16\n\x0epool_staleness\x18\n \x01(\x03\x12\x1e\n\x16generated_tokens_per_s\x18\x0b \x01(\x01\x12\x1c\n\x14trained_tokens_per_s\x18\x0c \x01(\x01\x12\x15\n\rsteps_per_min\x18\r \x01(\x01\x1a\x32\n\x10UnreachableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb5\x04\n\x07\x43ontrol\x12W\n\rSubmitPrompts\x12#.ring_async.v1.SubmitPromptsRequest\x1a!.ring_async.v1.SubmitPromptsReply\x12W\n\rSubmitRewards\x12#.ring_async.v1.SubmitRewardsRequest\x1a!.ring_async.v1.SubmitRewardsReply\x12\\\n\x0eStreamRollouts\x12$.ring_async.v1.StreamRolloutsRequest\x1a\".ring_async.v1.StreamRolloutsReply0\x01\x12\x46\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1b.ring_async.v1.SystemStatus\x12?\n\x05Pause\x12\x1b.ring_async.v1.PauseRequest\x1a\x19.ring_async.v1.PauseState\x12\x41\n\x06Resume\x12\x1c.ring_async.v1.ResumeRequest\x1a\x19.ring_async.v1.PauseState\x12N\n\nCheckpoint\x12 .ring_async.v1.CheckpointRequest\x1a\x1e.ring_async.v1.CheckpointReplyP\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,20 +45,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITPROMPTSREQUEST']._serialized_end=456
   _globals['_SUBMITPROMPTSREPLY']._serialized_start=458
   _globals['_SUBMITPROMPTSREPLY']._serialized_end=498
-  _globals['_REWARD']._serialized_start=500
-  _globals['_REWARD']._serialized_end=566
-  _globals['_SUBMITREWARDSREQUEST']._serialized_start=568
-  _globals['_SUBMITREWARDSREQUEST']._serialized_end=630
-  _globals['_SUBMITREWARDSREPLY']._serialized_start=632
-  _globals['_SUBMITREWARDSREPLY']._serialized_end=742
-  _globals['_STREAMROLLOUTSREQUEST']._serialized_start=744
-  _globals['_STREAMROLLOUTSREQUEST']._serialized_end=820
-  _globals['_STREAMROLLOUTSREPLY']._serialized_start=822
-  _globals['_STREAMROLLOUTSREPLY']._serialized_end=905
-  _globals['_SYSTEMSTATUS']._serialized_start=908
-  _globals['_SYSTEMSTATUS']._serialized_end=1444
-  _globals['_SYSTEMSTATUS_UNREACHABLEENTRY']._serialized_start=1394
-  _globals['_SYSTEMSTATUS_UNREACHABLEENTRY']._serialized_end=1444
-  _globals['_CONTROL']._serialized_start=1447
-  _globals['_CONTROL']._serialized_end=2012
+  _globals['_SYSTEMSTATUS']._serialized_start=501
+  _globals['_SYSTEMSTATUS']._serialized_end=1037
+  _globals['_SYSTEMSTATUS_UNREACHABLEENTRY']._serialized_start=987
+  _globals['_SYSTEMSTATUS_UNREACHABLEENTRY']._serialized_end=1037
+  _globals['_CONTROL']._serialized_start=1040
+  _globals['_CONTROL']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,14 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from ring_async.v1.verifier_pb2 import VerifyRequest as VerifyRequest
+from ring_async.v1.verifier_pb2 import VerifyReply as VerifyReply
+from ring_async.v1.verifier_pb2 import VerifierStatus as VerifierStatus
+from ring_async.v1.verifier_pb2 import Reward as Reward
+from ring_async.v1.verifier_pb2 import SubmitRewardsRequest as SubmitRewardsRequest
+from ring_async.v1.verifier_pb2 import SubmitRewardsReply as SubmitRewardsReply
+from ring_async.v1.verifier_pb2 import StreamRolloutsRequest as StreamRolloutsRequest
+from ring_async.v1.verifier_pb2 import StreamRolloutsReply as StreamRolloutsReply
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -42,50 +50,6 @@ class SubmitPromptsReply(_message.Message):
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     prompt_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, prompt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class Reward(_message.Message):
-    __slots__ = ("rollout_id", "reward", "unverifiable")
-    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
-    REWARD_FIELD_NUMBER: _ClassVar[int]
-    UNVERIFIABLE_FIELD_NUMBER: _ClassVar[int]
-    rollout_id: str
-    reward: float
-    unverifiable: bool
-    def __init__(self, rollout_id: _Optional[str] = ..., reward: _Optional[float] = ..., unverifiable: _Optional[bool] = ...) -> None: ...
-
-class SubmitRewardsRequest(_message.Message):
-    __slots__ = ("rewards",)
-    REWARDS_FIELD_NUMBER: _ClassVar[int]
-    rewards: _containers.RepeatedCompositeFieldContainer[Reward]
-    def __init__(self, rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ...) -> None: ...
-
-class SubmitRewardsReply(_message.Message):
-    __slots__ = ("accepted", "already_rewarded", "unknown", "unknown_rollout_ids")
-    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
-    ALREADY_REWARDED_FIELD_NUMBER: _ClassVar[int]
-    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
-    UNKNOWN_ROLLOUT_IDS_FIELD_NUMBER: _ClassVar[int]
-    accepted: int
-    already_rewarded: int
-    unknown: int
-    unknown_rollout_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accepted: _Optional[int] = ..., already_rewarded: _Optional[int] = ..., unknown: _Optional[int] = ..., unknown_rollout_ids: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class StreamRolloutsRequest(_message.Message):
-    __slots__ = ("reward_types", "pending_external_only")
-    REWARD_TYPES_FIELD_NUMBER: _ClassVar[int]
-    PENDING_EXTERNAL_ONLY_FIELD_NUMBER: _ClassVar[int]
-    reward_types: _containers.RepeatedScalarFieldContainer[str]
-    pending_external_only: bool
-    def __init__(self, reward_types: _Optional[_Iterable[str]] = ..., pending_external_only: _Optional[bool] = ...) -> None: ...
-
-class StreamRolloutsReply(_message.Message):
-    __slots__ = ("rollouts", "skipped")
-    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
-    SKIPPED_FIELD_NUMBER: _ClassVar[int]
-    rollouts: _common_pb2.ArrowBatch
-    skipped: int
-    def __init__(self, rollouts: _Optional[_Union[_common_pb2.ArrowBatch, _Mapping]] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class SystemStatus(_message.Message):
     __slots__ = ("run_id", "uptime_s", "pause", "broker", "learners", "generators", "verifiers", "unreachable", "max_staleness", "pool_staleness", "generated_tokens_per_s", "trained_tokens_per_s", "steps_per_min")

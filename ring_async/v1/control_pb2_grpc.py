@@ -5,6 +5,7 @@ import warnings
 
 from ring_async.v1 import common_pb2 as ring__async_dot_v1_dot_common__pb2
 from ring_async.v1 import control_pb2 as ring__async_dot_v1_dot_control__pb2
+from ring_async.v1 import verifier_pb2 as ring__async_dot_v1_dot_verifier__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -43,13 +44,13 @@ class ControlStub:
                 _registered_method=True)
         self.SubmitRewards = channel.unary_unary(
                 '/ring_async.v1.Control/SubmitRewards',
-                request_serializer=ring__async_dot_v1_dot_control__pb2.SubmitRewardsRequest.SerializeToString,
-                response_deserializer=ring__async_dot_v1_dot_control__pb2.SubmitRewardsReply.FromString,
+                request_serializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.SerializeToString,
+                response_deserializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.FromString,
                 _registered_method=True)
         self.StreamRollouts = channel.unary_stream(
                 '/ring_async.v1.Control/StreamRollouts',
-                request_serializer=ring__async_dot_v1_dot_control__pb2.StreamRolloutsRequest.SerializeToString,
-                response_deserializer=ring__async_dot_v1_dot_control__pb2.StreamRolloutsReply.FromString,
+                request_serializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.SerializeToString,
+                response_deserializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.FromString,
                 _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/ring_async.v1.Control/GetStatus',
@@ -87,15 +88,19 @@ class ControlServicer:
 
     def SubmitRewards(self, request, context):
         """Supplies rewards for rollouts waiting for an external reward. Unknown or already rewarded rollout ids are
-        counted in the reply, not an error, so a retry after a lost reply is safe.
+        counted in the reply, not an error, so a retry after a lost reply is safe. Every reward goes to every verifier
+        (a waiting rollout lives in the verifier that took it); when one cannot be reached the call fails with
+        UNAVAILABLE, and the retry is safe for the same reason.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamRollouts(self, request, context):
-        """Streams rollouts as they are verified (or, with pending_external_only, as they start waiting for a reward).
-        Lives until the client cancels it or the system stops; it has no deadline of its own.
+        """Streams rollouts as they are verified (or, with pending_external_only, as they start waiting for a reward), from
+        every verifier. Lives until the client cancels it or the system stops; it has no deadline of its own. When a
+        verifier's stream breaks, this one ends with UNAVAILABLE: reconnect (with pending_external_only nothing waiting
+        is missed, the new stream starts with every waiting rollout).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,13 +145,13 @@ def add_ControlServicer_to_server(servicer, server):
             ),
             'SubmitRewards': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitRewards,
-                    request_deserializer=ring__async_dot_v1_dot_control__pb2.SubmitRewardsRequest.FromString,
-                    response_serializer=ring__async_dot_v1_dot_control__pb2.SubmitRewardsReply.SerializeToString,
+                    request_deserializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.FromString,
+                    response_serializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.SerializeToString,
             ),
             'StreamRollouts': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamRollouts,
-                    request_deserializer=ring__async_dot_v1_dot_control__pb2.StreamRolloutsRequest.FromString,
-                    response_serializer=ring__async_dot_v1_dot_control__pb2.StreamRolloutsReply.SerializeToString,
+                    request_deserializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.FromString,
+                    response_serializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -222,8 +227,8 @@ class Control:
             request,
             target,
             '/ring_async.v1.Control/SubmitRewards',
-            ring__async_dot_v1_dot_control__pb2.SubmitRewardsRequest.SerializeToString,
-            ring__async_dot_v1_dot_control__pb2.SubmitRewardsReply.FromString,
+            ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.SerializeToString,
+            ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -249,8 +254,8 @@ class Control:
             request,
             target,
             '/ring_async.v1.Control/StreamRollouts',
-            ring__async_dot_v1_dot_control__pb2.StreamRolloutsRequest.SerializeToString,
-            ring__async_dot_v1_dot_control__pb2.StreamRolloutsReply.FromString,
+            ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.SerializeToString,
+            ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.FromString,
             options,
             channel_credentials,
             insecure,

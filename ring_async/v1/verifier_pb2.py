@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ring_async.v1 import common_pb2 as ring__async_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cring_async/v1/verifier.proto\x12\rring_async.v1\x1a\x1aring_async/v1/common.proto\"<\n\rVerifyRequest\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\"\xa7\x01\n\x0bVerifyReply\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12:\n\x08verdicts\x18\x02 \x03(\x0b\x32(.ring_async.v1.VerifyReply.VerdictsEntry\x1a/\n\rVerdictsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb3\x02\n\x0eVerifierStatus\x12\x13\n\x0bverifier_id\x18\x01 \x01(\t\x12\x14\n\x0creward_types\x18\x02 \x03(\t\x12=\n\x08verdicts\x18\x03 \x03(\x0b\x32+.ring_async.v1.VerifierStatus.VerdictsEntry\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\x03\x12\x10\n\x08inflight\x18\x05 \x01(\x03\x12\x19\n\x11\x61waiting_external\x18\x06 \x01(\x03\x12\x16\n\x0elatency_mean_s\x18\x07 \x01(\x01\x12\x15\n\rlatency_p50_s\x18\x08 \x01(\x01\x12\x15\n\rlatency_p95_s\x18\t \x01(\x01\x1a/\n\rVerdictsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x98\x01\n\x08Verifier\x12\x42\n\x06Verify\x12\x1c.ring_async.v1.VerifyRequest\x1a\x1a.ring_async.v1.VerifyReply\x12H\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1d.ring_async.v1.VerifierStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cring_async/v1/verifier.proto\x12\rring_async.v1\x1a\x1aring_async/v1/common.proto\"<\n\rVerifyRequest\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\"\xa7\x01\n\x0bVerifyReply\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12:\n\x08verdicts\x18\x02 \x03(\x0b\x32(.ring_async.v1.VerifyReply.VerdictsEntry\x1a/\n\rVerdictsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb3\x02\n\x0eVerifierStatus\x12\x13\n\x0bverifier_id\x18\x01 \x01(\t\x12\x14\n\x0creward_types\x18\x02 \x03(\t\x12=\n\x08verdicts\x18\x03 \x03(\x0b\x32+.ring_async.v1.VerifierStatus.VerdictsEntry\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\x03\x12\x10\n\x08inflight\x18\x05 \x01(\x03\x12\x19\n\x11\x61waiting_external\x18\x06 \x01(\x03\x12\x16\n\x0elatency_mean_s\x18\x07 \x01(\x01\x12\x15\n\rlatency_p50_s\x18\x08 \x01(\x01\x12\x15\n\rlatency_p95_s\x18\t \x01(\x01\x1a/\n\rVerdictsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"B\n\x06Reward\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x14\n\x0cunverifiable\x18\x03 \x01(\x08\">\n\x14SubmitRewardsRequest\x12&\n\x07rewards\x18\x01 \x03(\x0b\x32\x15.ring_async.v1.Reward\"n\n\x12SubmitRewardsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x18\n\x10\x61lready_rewarded\x18\x02 \x01(\x03\x12\x0f\n\x07unknown\x18\x03 \x01(\x03\x12\x1b\n\x13unknown_rollout_ids\x18\x04 \x03(\t\"L\n\x15StreamRolloutsRequest\x12\x14\n\x0creward_types\x18\x01 \x03(\t\x12\x1d\n\x15pending_external_only\x18\x02 \x01(\x08\"S\n\x13StreamRolloutsReply\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x32\xcf\x02\n\x08Verifier\x12\x42\n\x06Verify\x12\x1c.ring_async.v1.VerifyRequest\x1a\x1a.ring_async.v1.VerifyReply\x12H\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1d.ring_async.v1.VerifierStatus\x12W\n\rSubmitRewards\x12#.ring_async.v1.SubmitRewardsRequest\x1a!.ring_async.v1.SubmitRewardsReply\x12\\\n\x0eStreamRollouts\x12$.ring_async.v1.StreamRolloutsRequest\x1a\".ring_async.v1.StreamRolloutsReply0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFIERSTATUS']._serialized_end=615
   _globals['_VERIFIERSTATUS_VERDICTSENTRY']._serialized_start=258
   _globals['_VERIFIERSTATUS_VERDICTSENTRY']._serialized_end=305
-  _globals['_VERIFIER']._serialized_start=618
-  _globals['_VERIFIER']._serialized_end=770
+  _globals['_REWARD']._serialized_start=617
+  _globals['_REWARD']._serialized_end=683
+  _globals['_SUBMITREWARDSREQUEST']._serialized_start=685
+  _globals['_SUBMITREWARDSREQUEST']._serialized_end=747
+  _globals['_SUBMITREWARDSREPLY']._serialized_start=749
+  _globals['_SUBMITREWARDSREPLY']._serialized_end=859
+  _globals['_STREAMROLLOUTSREQUEST']._serialized_start=861
+  _globals['_STREAMROLLOUTSREQUEST']._serialized_end=937
+  _globals['_STREAMROLLOUTSREPLY']._serialized_start=939
+  _globals['_STREAMROLLOUTSREPLY']._serialized_end=1022
+  _globals['_VERIFIER']._serialized_start=1025
+  _globals['_VERIFIER']._serialized_end=1360
 # @@protoc_insertion_point(module_scope)

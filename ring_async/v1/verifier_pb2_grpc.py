@@ -46,6 +46,16 @@ class VerifierStub:
                 request_serializer=ring__async_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
                 response_deserializer=ring__async_dot_v1_dot_verifier__pb2.VerifierStatus.FromString,
                 _registered_method=True)
+        self.SubmitRewards = channel.unary_unary(
+                '/ring_async.v1.Verifier/SubmitRewards',
+                request_serializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.SerializeToString,
+                response_deserializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.FromString,
+                _registered_method=True)
+        self.StreamRollouts = channel.unary_stream(
+                '/ring_async.v1.Verifier/StreamRollouts',
+                request_serializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.SerializeToString,
+                response_deserializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.FromString,
+                _registered_method=True)
 
 
 class VerifierServicer:
@@ -68,6 +78,28 @@ class VerifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitRewards(self, request, context):
+        """Rewards for the external rollouts waiting at this verifier (Control.SubmitRewards sends every reward to every
+        verifier and adds up the replies). A reward for a rollout waiting here is applied and its row goes on to the
+        broker; one for a rollout that already had its reward counts as already_rewarded; any other id is unknown here
+        (and is not kept for later). A rollout id twice in the request, or a reward that is not a finite number, is
+        refused with INVALID_ARGUMENT and nothing is applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRollouts(self, request, context):
+        """The rollouts this verifier scores, as they are scored (math, code, and external rows once their reward came or
+        their wait timed out), or with pending_external_only the external rows as they start waiting, after a first
+        message holding every row already waiting. Never slows down Verify: a subscriber that reads too slowly loses its
+        oldest scored batches (counted in skipped), never a waiting row. An unknown reward type in the filter is refused
+        with INVALID_ARGUMENT. Lives until the client cancels it or the verifier stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +112,16 @@ def add_VerifierServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=ring__async_dot_v1_dot_common__pb2.StatusRequest.FromString,
                     response_serializer=ring__async_dot_v1_dot_verifier__pb2.VerifierStatus.SerializeToString,
+            ),
+            'SubmitRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitRewards,
+                    request_deserializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.FromString,
+                    response_serializer=ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.SerializeToString,
+            ),
+            'StreamRollouts': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRollouts,
+                    request_deserializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.FromString,
+                    response_serializer=ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +179,60 @@ class Verifier:
             '/ring_async.v1.Verifier/GetStatus',
             ring__async_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
             ring__async_dot_v1_dot_verifier__pb2.VerifierStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ring_async.v1.Verifier/SubmitRewards',
+            ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsRequest.SerializeToString,
+            ring__async_dot_v1_dot_verifier__pb2.SubmitRewardsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ring_async.v1.Verifier/StreamRollouts',
+            ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsRequest.SerializeToString,
+            ring__async_dot_v1_dot_verifier__pb2.StreamRolloutsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@
     core = VerifierCore()
     scored = await core.score([RolloutToScore("r1", "math", response, answer="42"), ...])
     core.submit_reward("r7", 0.8)            # an external reward model answering a waiting rollout
+    core.submit_reward("r8", None)           # ... or saying it cannot score this one (unverifiable, masked)
     core.stats()                             # verdict counts by reward type, latency percentiles
     await core.score(batch, on_external=f)   # external rollouts not awaited: pending now, f(result) later
 
@@ -53,6 +54,8 @@ RECENT_WORK = 60_000  # (finished at, seconds) kept for work_latency: a minute a
 MAX_EARLY_REWARDS = 100_000
 
 ExternalResult = Callable[["ScoredRollout"], None]
+# What an external reward model answers for one rollout: its reward (None: it could not score it) and details.
+_Answer = tuple[float | None, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,8 @@ class VerifierCore:
         self._deferred: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self._waiting: dict[str, asyncio.Future[tuple[float, dict[str, Any]]]] = {}
-        self._early: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
+        self._waiting: dict[str, asyncio.Future[_Answer]] = {}
+        self._early: collections.OrderedDict[str, _Answer] = collections.OrderedDict()
         self._external_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verdicts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -222,9 +225,9 @@ class VerifierCore:
             result = await loop.run_in_executor(self._executor, judge.judge, program, tests, lang)
         return result.verdict, result.reward, result.details
 
-    def _register_external(self, rollout_id: str) -> asyncio.Future[tuple[float, dict[str, Any]]]:
+    def _register_external(self, rollout_id: str) -> asyncio.Future[_Answer]:
         """The future ``submit_reward`` resolves for ``rollout_id`` (already resolved when the reward came first)."""
-        future: asyncio.Future[tuple[float, dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         with self._external_lock:
             early = self._early.pop(rollout_id, None)
             if early is None:
@@ -234,7 +237,7 @@ class VerifierCore:
             future.set_result((reward, {**details, "arrived": "before the rollout"}))
         return future
 
-    async def _await_external(self, rollout_id: str, future: asyncio.Future[tuple[float, dict[str, Any]]]
+    async def _await_external(self, rollout_id: str, future: asyncio.Future[_Answer]
                               ) -> tuple[str, float | None, dict[str, Any]]:
         try:
             reward, details = await asyncio.wait_for(future, self.external_timeout_s)
@@ -244,6 +247,8 @@ class VerifierCore:
             with self._external_lock:
                 if self._waiting.get(rollout_id) is future:
                     del self._waiting[rollout_id]
+        if reward is None:  # the reward model answered that it could not score the response: masked, not 0
+            return V.UNVERIFIABLE, None, {**details, "reason": "external_unverifiable"}
         return V.SCORED, reward, details
 
     def _defer_external(self, rollouts: Sequence[RolloutToScore], on_external: ExternalResult) -> list[str]:
@@ -265,7 +270,7 @@ class VerifierCore:
             task.add_done_callback(self._deferred.discard)
         return [r.rollout_id for r in new]
 
-    async def _decide_external(self, rollout: RolloutToScore, future: asyncio.Future[tuple[float, dict[str, Any]]],
+    async def _decide_external(self, rollout: RolloutToScore, future: asyncio.Future[_Answer],
                                on_external: ExternalResult) -> None:
         started = time.perf_counter()
         # Withdrawn, or the verifier closed: the CancelledError ends the task and nothing is reported.
@@ -282,12 +287,15 @@ class VerifierCore:
 
     # -- external rewards -------------------------------------------------------------------------------------------
 
-    def submit_reward(self, rollout_id: str, reward: float, details: Mapping[str, Any] | None = None) -> bool:
-        """Deliver an external reward; safe from any thread. True when a rollout was waiting for it; False when it
-        is kept for a rollout that has not arrived yet. Raises VerifierError on a non-finite reward."""
-        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+    def submit_reward(self, rollout_id: str, reward: float | None,
+                      details: Mapping[str, Any] | None = None) -> bool:
+        """Deliver an external reward; safe from any thread. ``None`` says the reward model could not score the
+        response (verdict ``unverifiable``, masked). True when a rollout was waiting for it; False when it is kept
+        for a rollout that has not arrived yet. Raises VerifierError on a reward that is not a finite number."""
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))
+                                   or not math.isfinite(reward)):
             raise VerifierError(f"reward for {rollout_id!r} must be a finite number, got {reward!r}")
-        value = (float(reward), dict(details or {}))
+        value = (None if reward is None else float(reward), dict(details or {}))
         with self._external_lock:
             future = self._waiting.get(rollout_id)
             if future is None:
