@@ -41,6 +41,9 @@ class BrokerActor(_RoleActor):
     async def status(self) -> dict:
         return self.host.status()
 
+    async def start_control(self, peers: list, control_token: str, port: int = 0) -> str:
+        return await self.host.start_control(peers, control_token, port)
+
 
 @ray.remote
 class VerifierActor(_RoleActor):

@@ -12,6 +12,7 @@ import pytest
 
 from _tiny_lm import one_torch_thread
 from ring_async.config import config_from_dict
+from ring_async.control.client import ControlClient
 from ring_async.system.hosts import BrokerHost, GeneratorHost, LearnerHost, VerifierHost
 from ring_async.system.inprocess import prompts_from_records
 from ring_async.tasks.math_tasks import math_task
@@ -53,8 +54,17 @@ def test_hosts_train_over_grpc(tmp_path, policy_dir):  # noqa: F811
         g = await generator.start()
         learner = LearnerHost(config, str(policy_dir), b.address, {g.instance: g.address}, max_steps=3,
                               auth_token=token)
-        await learner.start()
+        ep = await learner.start()
+        control_token = secrets.token_urlsafe(16)
+        control_address = await broker.start_control([b, v, g, ep], control_token)
         try:
+            async with ControlClient(control_address, control_token) as control:
+                ids = await control.submit_prompts([{"prompt_id": "injected-1", "text": "What is 2 + 3?",
+                                                     "reward_type": "math", "answer": "5", "priority": 10}])
+                during = await control.status()
+            async with ControlClient(control_address, "wrong-token") as intruder:
+                with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                    await intruder.status()
             final = await asyncio.wait_for(learner.wait(), 240)
             async with open_channel(g.address, auth_token=token) as ch:
                 gen_status = await generator_pb2_grpc.GeneratorStub(ch).GetStatus(common_pb2.StatusRequest())
@@ -63,12 +73,16 @@ def test_hosts_train_over_grpc(tmp_path, policy_dir):  # noqa: F811
                     await generator_pb2_grpc.GeneratorStub(ch).GetStatus(common_pb2.StatusRequest())
             metrics = {e.role: urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics").read().decode()
                        for e in (b, v, g, learner.endpoint())}
-            return final, gen_status, refused.value, metrics, broker.status()
+            return (final, gen_status, refused.value, metrics, broker.status(), ids, during,
+                    unauthenticated.value)
         finally:
             for host in (learner, generator, verifier, broker):
                 await host.stop()
 
-    final, gen_status, refused, metrics, status = asyncio.run(main())
+    final, gen_status, refused, metrics, status, ids, during, unauthenticated = asyncio.run(main())
+    assert ids == ["injected-1"] and unauthenticated.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert [x.generator_id for x in during.generators] == ["generator-0"]
+    assert [x.learner_id for x in during.learners] == ["learner-0"]
     assert final["step"] == 3 and final["last_step_metrics"]["loss_tokens"] == 96
     assert gen_status.policy_version == 3 and gen_status.tokens_generated > 0
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -123,7 +123,25 @@ class BrokerHost(_Host):
         self._serve_metrics()
         return self.endpoint()
 
+    async def start_control(self, peers: Sequence[Endpoint], control_token: str, port: int = 0) -> str:
+        """Serve the public Control service beside the broker, once every peer is up; returns its address.
+
+        Control calls the peers with the internal token; its own callers need ``control_token``."""
+        from ring_async.control import ControlService, serve_control
+
+        def channels(role: str) -> dict[str, grpc.aio.Channel]:
+            return {e.instance: self.channel(e.address) for e in peers if e.role == role}
+
+        self.control = ControlService(self.service, run_id=Path(self.config.run.run_dir).name,
+                                      verifiers=channels("verifier"), generators=channels("generator"),
+                                      learners=channels("learner"))
+        self.control_server = await serve_control(self.control, host=self.host, port=port, auth_token=control_token)
+        return self.control_server.address
+
     async def _close_role(self) -> None:
+        if getattr(self, "control", None) is not None:  # first: it ends the open rollout streams
+            await self.control.close()
+            await self.control_server.stop(1.0)
         await self.service.close()
         self.broker.close()
 

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ring_async.broker.prompts import Prompt
 from ring_async.config import RingConfig
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class RayRunResult:
     endpoints: list[Endpoint] = field(default_factory=list)
+    control_address: str = ""  # the public Control service (next to the broker)
+    control_token: str = ""  # the bearer token Control's callers need
     learner: dict[str, Any] = field(default_factory=dict)  # the learner's final snapshot
     broker: dict[str, Any] = field(default_factory=dict)  # the broker's final status (accounting)
     wall_s: float = 0.0
@@ -61,8 +63,12 @@ def _follow(ray, learner, max_steps: int, timeout_s: float | None, progress: boo
 
 def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int,
                address: str | None = None, generators: int = 1, timeout_s: float | None = None,
-               progress: bool = True) -> RayRunResult:
-    """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done."""
+               progress: bool = True, control_token: str | None = None, control_port: int = 0,
+               on_started: Callable[[RayRunResult], None] | None = None) -> RayRunResult:
+    """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done.
+
+    The public Control service is served next to the broker with ``control_token`` (a fresh random one when None,
+    returned in the result); ``on_started`` is called once every role and Control are up."""
     import ray
 
     from actors.roles import BrokerActor, GeneratorActor, LearnerActor, VerifierActor
@@ -78,7 +84,7 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
     common = {"auth_token": token, **host}
     cfg = config.model_dump(mode="json")
     actors: list[Any] = []
-    result = RayRunResult()
+    result = RayRunResult(control_token=control_token or secrets.token_urlsafe(32))
     try:
         broker = BrokerActor.options(num_cpus=0).remote(cfg, list(prompts), **common)
         actors.append(broker)
@@ -97,6 +103,11 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         result.endpoints = [b, v, *g, ray.get(learner.start.remote())]
         for e in result.endpoints:
             log.info("%s %s at %s (metrics on port %d)", e.role, e.instance, e.address, e.metrics_port)
+        result.control_address = ray.get(broker.start_control.remote(result.endpoints, result.control_token,
+                                                                     control_port))
+        log.info("control at %s", result.control_address)
+        if on_started is not None:
+            on_started(result)
         result.learner = _follow(ray, learner, max_steps, timeout_s, progress)
         result.broker = ray.get(broker.status.remote())
     finally:
