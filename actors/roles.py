@@ -82,3 +82,12 @@ class LearnerActor(_RoleActor):
 
     async def snapshot(self) -> dict:
         return self.host.loop.snapshot()
+
+    async def checkpoint(self) -> str:
+        """Stop taking steps and checkpoint the weights as they are (unless a checkpoint already holds them)."""
+        self.host.loop.stop()
+        async with self.host.loop.engine_lock:  # let a step in progress finish
+            last = self.host.core.last_checkpoint
+        if last is not None and last.step == self.host.core.step:
+            return str(last.path)
+        return str((await self.host.loop.checkpoint()).path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -76,3 +79,44 @@ def test_demo_runs_sft_then_rl_on_ray_and_writes_the_summary(tmp_path):
     assert 0.0 <= summary["sft_accuracy"] <= 1.0 and 0.0 <= summary["rl_accuracy"] <= 1.0
     assert summary["final_policy"].endswith("policy") and (tmp_path / "demo" / "steps.png").stat().st_size > 10_000
     assert (tmp_path / "demo" / "rl-math" / "learner-steps.jsonl").is_file()
+
+
+@pytest.mark.e2e
+def test_serve_answers_status_and_stops_with_a_checkpoint(tmp_path, policy_dir):  # noqa: F811
+    path = small_run_config(tmp_path)
+    env = {**os.environ, "RING_ASYNC_CONTROL_TOKEN": "serve-test-token"}
+    log = (tmp_path / "serve.log").open("w")  # a file: an unread stderr pipe would fill and block the service
+    proc = subprocess.Popen([sys.executable, "-m", "ring_async.cli", "serve", "--config", str(path), "--start-from",
+                             str(policy_dir), "--quiet"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    try:
+        # Printed once every role and Control are up (actors' own output is forwarded to stdout too).
+        for line in proc.stdout:
+            if line.startswith('{"control"'):
+                break
+        assert line.startswith('{"control"'), (tmp_path / "serve.log").read_text()[-3000:]
+        started = json.loads(line)
+        assert started["token"] == "from $RING_ASYNC_CONTROL_TOKEN"  # the token is never echoed
+        steps = 0
+        for _ in range(120):  # wait until it has trained
+            out = subprocess.run([sys.executable, "-m", "ring_async.cli", "status", "--address", started["control"]],
+                                 capture_output=True, text=True, env=env, timeout=60)
+            assert out.returncode == 0, out.stderr
+            status = json.loads(out.stdout)
+            steps = int(status["learners"][0].get("step", 0)) if status.get("learners") else 0
+            if steps >= 1:
+                break
+            time.sleep(1)
+        assert steps >= 1 and int(status["broker"]["steps_emitted"]) >= 1  # int64 fields are JSON strings
+        refused = subprocess.run([sys.executable, "-m", "ring_async.cli", "status", "--address", started["control"],
+                                  "--token", "wrong"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    final = json.loads(stdout.strip().splitlines()[-1])
+    assert final["stopped_after_steps"] >= 1 and final["last_checkpoint_step"] == final["stopped_after_steps"]
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()

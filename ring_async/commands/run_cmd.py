@@ -87,6 +87,67 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+CONTROL_TOKEN_ENV = "RING_ASYNC_CONTROL_TOKEN"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+    import signal
+
+    from ring_async.system.inprocess import prompts_from_records
+    from ring_async.system.launcher import run_on_ray
+    from ring_async.tasks.dataset import load_splits
+
+    config = config_from_args(args)
+    kinds = _reward_types(args.reward_types)
+    policy = start_policy(config, args.start_from)
+    records = [r for r in load_splits(config).train if r.reward_type in kinds]
+    token = os.environ.get(CONTROL_TOKEN_ENV) or secrets.token_urlsafe(32)
+
+    def interrupt(signum, frame):  # SIGTERM (a scheduler stopping the service) ends it like Ctrl-C
+        raise KeyboardInterrupt
+
+    def on_started(result) -> None:
+        # Installed here, after ray.init, which sets a SIGTERM handler of its own.
+        signal.signal(signal.SIGTERM, interrupt)
+        shown = "from $" + CONTROL_TOKEN_ENV if os.environ.get(CONTROL_TOKEN_ENV) else token
+        print(json.dumps({"control": result.control_address, "token": shown, "run_dir": config.run.run_dir}),
+              flush=True)
+    result = run_on_ray(config, str(policy), prompts_from_records(records), max_steps=None, address=args.address,
+                        generators=args.generators, control_token=token, control_port=args.control_port,
+                        on_started=on_started, progress=not args.quiet)
+    print(json.dumps({"stopped_after_steps": result.learner.get("step"),
+                      "last_checkpoint_step": result.learner.get("last_checkpoint_step"),
+                      "wall_seconds": round(result.wall_s, 1)}))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from ring_async.control.client import ControlClient
+
+    token = args.token or os.environ.get(CONTROL_TOKEN_ENV)
+    if not token:
+        raise ConfigError(f"the Control token: pass --token or set ${CONTROL_TOKEN_ENV}")
+
+    async def ask():
+        async with ControlClient(args.address, token) as client:
+            return await client.status(timeout=args.timeout)
+
+    try:
+        status = asyncio.run(ask())
+    except grpc.aio.AioRpcError as err:
+        raise RingAsyncError(f"{args.address}: {err.code().name}: {err.details()}") from None
+    print(json.dumps(MessageToDict(status, preserving_proto_field_name=True)))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from ring_async.policy.model import load_policy
     from ring_async.sft.probe import probe
@@ -122,6 +183,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--generators", type=int, default=1, help="generator actors (default 1)")
     run.add_argument("--run-dir", help="override run.run_dir")
     run.set_defaults(func=_run)
+    serve = subparsers.add_parser("serve", help="a long-running service: trains until stopped (Ctrl-C, SIGTERM)")
+    _common(serve)
+    serve.add_argument("--start-from", help="policy folder to start RL from (default: the selected SFT checkpoint)")
+    serve.add_argument("--address", help="address of a running Ray cluster (default: an embedded local one)")
+    serve.add_argument("--generators", type=int, default=1, help="generator actors (default 1)")
+    serve.add_argument("--control-port", type=int, default=0, help="port of the public Control service (0: any)")
+    serve.add_argument("--run-dir", help="override run.run_dir")
+    serve.add_argument("--quiet", action="store_true", help="no progress bar")
+    serve.set_defaults(func=_serve)
+    status = subparsers.add_parser("status", help="the state of a running system, from its Control service")
+    status.add_argument("--address", required=True, help="host:port of the Control service")
+    status.add_argument("--token", help=f"the Control token (default: ${CONTROL_TOKEN_ENV})")
+    status.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    status.set_defaults(func=_status)
     ev = subparsers.add_parser("eval", help="held-out accuracy (avg@k at the sampling temperature) of a policy")
     _common(ev)
     ev.add_argument("policy", help="a policy folder, a learner checkpoint, or a checkpoint directory")

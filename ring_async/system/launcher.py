@@ -38,7 +38,7 @@ def _gpu_share(device: str) -> float:
     return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
 
 
-def _follow(ray, learner, max_steps: int, timeout_s: float | None, progress: bool) -> dict[str, Any]:
+def _follow(ray, learner, max_steps: int | None, timeout_s: float | None, progress: bool) -> dict[str, Any]:
     """Wait for the learner to finish, showing step, reward, tokens/s and the ETA while it trains."""
     from tqdm.auto import tqdm
 
@@ -61,11 +61,14 @@ def _follow(ray, learner, max_steps: int, timeout_s: float | None, progress: boo
                                 tok_s=f"{snap['tokens_per_s']:,.0f}", refresh=False)
 
 
-def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int,
+def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int | None,
                address: str | None = None, generators: int = 1, timeout_s: float | None = None,
                progress: bool = True, control_token: str | None = None, control_port: int = 0,
                on_started: Callable[[RayRunResult], None] | None = None) -> RayRunResult:
     """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done.
+
+    ``max_steps=None`` is a long-running service: it trains until interrupted (KeyboardInterrupt, which ``serve``
+    raises on SIGTERM too), then writes a final checkpoint and stops every role.
 
     The public Control service is served next to the broker with ``control_token`` (a fresh random one when None,
     returned in the result); ``on_started`` is called once every role and Control are up."""
@@ -108,7 +111,12 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         log.info("control at %s", result.control_address)
         if on_started is not None:
             on_started(result)
-        result.learner = _follow(ray, learner, max_steps, timeout_s, progress)
+        try:
+            result.learner = _follow(ray, learner, max_steps, timeout_s, progress)
+        except KeyboardInterrupt:
+            log.info("stopping: a final checkpoint first")
+            ray.get(learner.checkpoint.remote(), timeout=600)
+            result.learner = ray.get(learner.snapshot.remote())
         result.broker = ray.get(broker.status.remote())
     finally:
         # The learner first (it pulls from the broker), the broker last (everyone reports to it).
