@@ -64,6 +64,8 @@ class BrokerCollector(Collector):
                       "outcome", s["tokens"], lb)
         yield _by_key("broker_rejected_rollouts", "Rollouts refused without being accepted, by reason", "reason",
                       s["rejected_rollouts"], lb)
+        yield _by_key("broker_injected_rollouts", "Rollouts of prompts injected through Control, by outcome",
+                      "outcome", s.get("injected_rollouts", {}), lb)
         yield _counter("broker_steps_emitted", "Train batches emitted", s["steps_emitted"], lb)
         yield _gauge("broker_policy_version", "Latest policy version the learner reported", s["policy_version"], lb)
         for key, doc in (("queued_prompts", "Prompts queued (injected and requeued)"),

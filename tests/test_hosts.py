@@ -88,7 +88,61 @@ def test_hosts_train_over_grpc(tmp_path, policy_dir):  # noqa: F811
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
     assert status["steps_emitted"] == 3 and status["policy_version"] == 3
     assert status["rollouts"]["trained"] > 0
+    assert status["injected_rollouts"]["accepted"] >= 1  # the Control prompt, priority 10, was generated for
     assert "ring_async_broker_rollouts_total" in metrics["broker"]
     assert "ring_async_verifier_verdicts_total" in metrics["verifier"]
     assert "ring_async_generator_tokens_total" in metrics["generator"]
     assert "ring_async_learner_steps_total" in metrics["learner"]
+
+
+def test_prompts_from_control_scored_by_an_external_reward_model_are_trained_on_and_reported(
+        tmp_path, policy_dir):  # noqa: F811
+    """No dataset: only prompts a Control client submits, each scored by an external reward model through
+    StreamRollouts + SubmitRewards. Their rows reach the broker only through those rewards, every trained row comes
+    from them, and the broker reports their outcomes (its status, Control's status, /metrics)."""
+    config = short_config(tmp_path)
+    token, control_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+
+    async def reward_model(control: ControlClient, rewarded: list[str]) -> None:
+        async for batch in control.stream_rollouts(pending_external_only=True):
+            ids = batch.column("rollout_id").to_pylist()
+            # 1 for even samples, 0 for odd ones: the two halves of a group differ, so its advantages are not zero.
+            await control.submit_rewards({rid: float(int(rid.rsplit("/", 1)[1]) % 2 == 0) for rid in ids})
+            rewarded.extend(ids)
+
+    async def main():
+        broker = BrokerHost(config, [], auth_token=token)  # no dataset: generators wait for injected prompts
+        b = await broker.start()
+        verifier = VerifierHost(config, b.address, auth_token=token)
+        v = await verifier.start()
+        generator = GeneratorHost(config, str(policy_dir), b.address, v.address, auth_token=token)
+        g = await generator.start()
+        learner = LearnerHost(config, str(policy_dir), b.address, {g.instance: g.address}, max_steps=2,
+                              auth_token=token)
+        ep = await learner.start()
+        control_address = await broker.start_control([b, v, g, ep], control_token)
+        rewarded: list[str] = []
+        try:
+            async with ControlClient(control_address, control_token) as control:
+                model = asyncio.create_task(reward_model(control, rewarded))
+                ids = await control.submit_prompts([{"prompt_id": f"rate-{i}", "text": f"Say something kind, take {i}.",
+                                                     "reward_type": "external"} for i in range(40)])
+                final = await asyncio.wait_for(learner.wait(), 240)
+                reported = await control.status()
+                model.cancel()
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics").read().decode()
+            return ids, final, broker.status(), reported, rewarded, metrics
+        finally:
+            for host in (learner, generator, verifier, broker):
+                await host.stop()
+
+    ids, final, status, reported, rewarded, metrics = asyncio.run(main())
+    assert ids == [f"rate-{i}" for i in range(40)] and final["step"] == 2
+    injected = status["injected_rollouts"]
+    # Only the reward model's scores let these rows into the broker: each accepted row is one it rewarded.
+    assert 0 < status["rollouts"]["accepted"] <= len(set(rewarded))
+    assert injected["accepted"] == status["rollouts"]["accepted"]
+    assert injected["trained"] == status["rollouts"]["trained"] > 0
+    assert dict(reported.broker.injected_rollouts_by_outcome) == injected
+    assert f'ring_async_broker_injected_rollouts_total{{instance="broker",outcome="trained",role="broker"}} ' \
+           f'{float(injected["trained"])}' in metrics

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -64,6 +64,7 @@ class _Held:
     tokens: int
     reward: float | None
     version_first: int
+    injected: bool = False
     advantage: float = 0.0
 
 
@@ -80,11 +81,17 @@ class _OpenGroup:
         return sum(h.tokens for h in self.received.values())
 
 
+# How soon a generator held back by sync mode should ask again: the hold ends the moment the learner reports its
+# version, and a slow re-lease would be idle time charged to the sync baseline, not a property of it.
+SYNC_RETRY_S = 0.05
+
+
 @dataclass(frozen=True)
 class LeaseResult:
     groups: pa.RecordBatch
     backpressure: bool
     policy_version: int
+    retry_after_s: float = 0.0  # advised wait before the next lease; 0: the caller's own default
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,18 @@ class Broker:
         self._expired: set[str] = set()
         self._pool: deque[_Held] = deque()
         self._pool_tokens = 0
+        # Rollouts of injected prompts by outcome ("accepted" and the ledger's outcomes): whether what a client
+        # submitted was trained on, or why not.
+        self.injected_rollouts: Counter[str] = Counter()
         self._group_seq = itertools.count()
         self._injected_seq = itertools.count()
+        # run.mode sync (the on-policy baseline): generation and training take turns; see _sync_hold.
+        self._sync = config.run.mode == "sync"
+        self._sync_awaits_version: int | None = None
+        # Measured over completed groups, for sync mode's projection of what the groups out will add to the pool.
+        self._completed_tokens = 0
+        self._completed_rollouts = 0
+        self._pooled_from_completed = 0
 
     # ----------------------------------------------------------------- prompts and leases
 
@@ -126,8 +143,8 @@ class Broker:
         """Queue prompts submitted while running; returns their ids (assigned when a prompt has none)."""
         ids = []
         for prompt in prompts:
-            if not prompt.prompt_id:
-                prompt = replace(prompt, prompt_id=f"injected-{next(self._injected_seq)}")
+            prompt = replace(prompt, injected=True,
+                             prompt_id=prompt.prompt_id or f"injected-{next(self._injected_seq)}")
             if prompt.group_size is not None and prompt.group_size < 1:
                 raise BrokerError(f"prompt {prompt.prompt_id}: group_size must be at least 1, got {prompt.group_size}")
             self._queue.inject(prompt)
@@ -139,11 +156,13 @@ class Broker:
         if max_groups < 1:
             raise BrokerError(f"max_groups must be at least 1, got {max_groups}")
         self.expire_leases()
+        if self._sync_hold():
+            return LeaseResult(_prompt_group_batch([]), True, self.policy_version, retry_after_s=SYNC_RETRY_S)
         now = self._clock()
         leased: list[_OpenGroup] = []
         backpressure = False
         while len(leased) < max_groups:
-            if self._over_capacity():
+            if self._over_capacity() or self._sync_hold():
                 backpressure = True
                 break
             prompt = self._queue.pop()
@@ -168,6 +187,23 @@ class Broker:
         held = self._pool_tokens + self.pending_tokens + expected_missing
         return held >= self._cfg.max_pool_tokens
 
+    def _sync_hold(self) -> bool:
+        """sync mode: no new lease while a step trains (from its emission until the learner reports the version it
+        produced), nor while the groups already out are projected to fill the next step. The projection uses the
+        measured mean response length and the measured share of tokens that reach the pool (zero-advantage groups
+        and masked rows do not), so one round of generation yields about one step and little is left to go stale."""
+        if not self._sync:
+            return False
+        if self._sync_awaits_version is not None and self.policy_version < self._sync_awaits_version:
+            return True
+        if not self._completed_rollouts:
+            mean_tokens, usable_share = float(self._cfg.expected_response_tokens), 1.0
+        else:
+            mean_tokens = self._completed_tokens / self._completed_rollouts
+            usable_share = self._pooled_from_completed / max(1, self._completed_tokens)
+        outstanding = sum(g.received_tokens + (g.size - len(g.received)) * mean_tokens for g in self._open.values())
+        return self._pool_tokens + outstanding * usable_share >= self._algo.budget_tokens
+
     def expire_leases(self) -> int:
         """Requeue the prompts of groups whose lease ran out; their partial rollouts leave as ``lease_expired``."""
         now = self._clock()
@@ -177,6 +213,7 @@ class Broker:
             self._expired.add(group.group_id)
             if group.received:
                 self.ledger.leave(L.LEASE_EXPIRED, group.received_tokens, len(group.received))
+                self._count_injected(L.LEASE_EXPIRED, group.received.values())
             self._queue.requeue(group.prompt)
         return len(expired)
 
@@ -205,8 +242,10 @@ class Broker:
                 continue
             seen_in_batch.add(rid)
             masked = reward is None or verdict in MASKED_VERDICTS
-            group.received[index] = _Held(rollouts, row, index, tokens, None if masked else float(reward), v_first)
+            group.received[index] = _Held(rollouts, row, index, tokens, None if masked else float(reward), v_first,
+                                          group.prompt.injected)
             self.ledger.accept(tokens)
+            self._count_injected("accepted", (group.received[index],))
             accepted += 1
             if len(group.received) == group.size:
                 self._complete(group)
@@ -235,14 +274,18 @@ class Broker:
         del self._open[group.group_id]
         self._completed.add(group.group_id)
         members = [group.received[i] for i in sorted(group.received)]
+        self._completed_rollouts += len(members)
+        self._completed_tokens += sum(h.tokens for h in members)
         verified = [h for h in members if h.reward is not None]
         for h in members:
             if h.reward is None:
                 self.ledger.leave(L.UNVERIFIABLE, h.tokens)
+                self._count_injected(L.UNVERIFIABLE, (h,))
         rewards = [h.reward for h in verified]
         if self._algo.filter_zero_adv and is_zero_advantage(rewards):
             if verified:
                 self.ledger.leave(L.ZERO_ADVANTAGE, sum(h.tokens for h in verified), len(verified))
+                self._count_injected(L.ZERO_ADVANTAGE, verified)
             return
         # Advantages over the whole verified group, before any staleness drop or budget cut (DESIGN §3).
         advantages = group_advantages(rewards, self._algo.advantage_norm, self._algo.advantage_eps)
@@ -250,9 +293,11 @@ class Broker:
             h.advantage = float(adv)
             if self._is_stale(h):
                 self.ledger.leave(L.STALE, h.tokens)
+                self._count_injected(L.STALE, (h,))
             else:
                 self._pool.append(h)
                 self._pool_tokens += h.tokens
+                self._pooled_from_completed += h.tokens
 
     # ----------------------------------------------------------------- policy versions and staleness
 
@@ -269,6 +314,7 @@ class Broker:
         for h in self._pool:
             if self._is_stale(h):
                 self.ledger.leave(L.STALE, h.tokens)
+                self._count_injected(L.STALE, (h,))
                 self._pool_tokens -= h.tokens
                 dropped += 1
             else:
@@ -279,10 +325,11 @@ class Broker:
     # ----------------------------------------------------------------- train batches out
 
     def next_batch(self) -> TrainBatch | None:
-        """One fixed-token train batch if the pool holds at least Φ usable tokens, else None."""
+        """One fixed-token train batch if the pool holds at least Φ usable tokens, else None. In sync mode also only
+        once no leased group is still being generated: every row of a step then comes from the policy it trains."""
         self.expire_leases()
         budget = self._algo.budget_tokens
-        if self._pool_tokens < budget:
+        if self._pool_tokens < budget or (self._sync and self._open):
             return None
         lengths = []
         running = 0
@@ -298,10 +345,12 @@ class Broker:
         takes = [selection.take(i, h.tokens) for i, h in enumerate(chosen)]
         for h, take in zip(chosen, takes):
             self.ledger.leave(L.TRAINED, take)
+            self._count_injected(L.TRAINED, (h,))
             if take < h.tokens:
                 self.ledger.cut(h.tokens - take)
         if self._algo.leftovers == "discard":
             self.ledger.leave(L.DISCARDED, self._pool_tokens, len(self._pool))
+            self._count_injected(L.DISCARDED, self._pool)
             self._pool.clear()
             self._pool_tokens = 0
         batch = TrainBatch(
@@ -312,9 +361,16 @@ class Broker:
             records=_train_records(chosen, takes),
         )
         self.steps_emitted += 1
+        if self._sync:
+            self._sync_awaits_version = batch.policy_version + 1
         return batch
 
     # ----------------------------------------------------------------- introspection
+
+    def _count_injected(self, outcome: str, holds: Iterable[_Held]) -> None:
+        n = sum(1 for h in holds if h.injected)
+        if n:
+            self.injected_rollouts[outcome] += n
 
     @property
     def pool_tokens(self) -> int:
@@ -359,6 +415,7 @@ class Broker:
             "pool_tokens": self.pool_tokens,
             "pool_rollouts": self.pool_rollouts,
             "pending_rollouts": self.pending_rollouts,
+            "injected_rollouts": dict(self.injected_rollouts),
             **self.ledger.snapshot(),
         }
 

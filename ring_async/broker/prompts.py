@@ -31,6 +31,7 @@ class Prompt:
     priority: int = DATASET_PRIORITY
     group_size: int | None = None
     metadata: bytes | None = None
+    injected: bool = False  # submitted while running (Control), not from the dataset: its outcomes are reported apart
 
 
 class DatasetStream:

@@ -125,7 +125,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return broker_pb2.LeaseReply(
             groups=pack_batch(result.groups, PROMPT_GROUP),
             backpressure=result.backpressure,
-            retry_after_s=self.retry_after_s if short else 0.0,
+            retry_after_s=result.retry_after_s or (self.retry_after_s if short else 0.0),
             policy_version=result.policy_version,
             # An open lease may still expire and requeue its prompt, so the work is not over while any is open.
             prompts_exhausted=core.prompts_exhausted and core.leased_groups == 0,
@@ -207,6 +207,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             tokens_by_outcome=counts["tokens"],
             rejected_rollouts=counts["rejected_rollouts"],
             rejected_tokens=counts["rejected_tokens"],
+            injected_rollouts_by_outcome=dict(core.injected_rollouts),
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -248,8 +249,8 @@ class LearnerHost(_Host):
 
         def on_step(result) -> None:
             steps.observe(result.metrics)
-            history.write(json.dumps({"step": result.policy_version, "step_id": result.step_id, **result.metrics},
-                                     default=float) + "\n")
+            history.write(json.dumps({"step": result.policy_version, "step_id": result.step_id,
+                                      "finished_at": time.time(), **result.metrics}, default=float) + "\n")
 
         self.loop = LearnerLoop(self.core, GrpcBatchSource(self.channel(self.broker_address), self.instance), publisher,
                                 max_steps=self.max_steps, on_step=on_step)

@@ -2,7 +2,8 @@
 
 broker core → generation loop (torch engine) → verifier core → broker → learner core → weights into the engine.
 Generation and training overlap (``run.mode: async``): the learner trains in a worker thread while the engine keeps
-decoding; in ``sync`` mode generation is paused while a step trains. Nothing here knows about Ray or the network,
+decoding; in ``sync`` mode the broker makes them take turns (it emits a step only once nothing is being generated,
+and leases nothing until the learner reports the version that step produced). Nothing here knows about Ray or the network,
 which makes it the quickest way to check that a configuration learns, and the reference the distributed run is
 compared against.
 """
@@ -93,8 +94,6 @@ async def run_inprocess(
                     raise RuntimeError(f"the generator refused all {generation.refused_groups} groups it leased")
                 await asyncio.sleep(0.05)
                 continue
-            if config.run.mode == "sync":
-                generation.pause("sync mode: training")
             step = await asyncio.to_thread(learner.train_step, batch)
             weights = learner.weights()
 
@@ -104,8 +103,6 @@ async def run_inprocess(
 
             await engine.update_weights(buckets(), timeout_s=config.generation.weight_update_timeout_s)
             broker.set_policy_version(step.policy_version)
-            if config.run.mode == "sync":
-                generation.resume()
             result.steps.append(step)
             if on_step is not None:
                 maybe = on_step(step)

@@ -38,19 +38,25 @@ def _gpu_share(device: str) -> float:
     return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
 
 
-def _follow(ray, learner, max_steps: int | None, timeout_s: float | None, progress: bool) -> dict[str, Any]:
-    """Wait for the learner to finish, showing step, reward, tokens/s and the ETA while it trains."""
+def _follow(ray, learner, max_steps: int | None, timeout_s: float | None, time_budget_s: float | None,
+            progress: bool) -> dict[str, Any]:
+    """Wait for the learner to finish (or the time budget to pass), showing step, reward, tokens/s and the ETA."""
     from tqdm.auto import tqdm
 
     done = learner.wait.remote()
-    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    now = time.monotonic()
+    deadline = now + timeout_s if timeout_s is not None else None
+    budget_end = now + time_budget_s if time_budget_s is not None else None
     with tqdm(total=max_steps, desc="rl", unit="step", disable=not progress, dynamic_ncols=True) as bar:
         while True:
-            ready, _ = ray.wait([done], timeout=2.0)
+            wait = 2.0 if budget_end is None else max(0.0, min(2.0, budget_end - time.monotonic()))
+            ready, _ = ray.wait([done], timeout=wait)
             if ready:
                 final = ray.get(done)
                 bar.update(final["step"] - bar.n)
                 return final
+            if budget_end is not None and time.monotonic() >= budget_end:
+                return ray.get(learner.snapshot.remote())
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the learner did not finish {max_steps} steps within {timeout_s} s")
             snap = ray.get(learner.snapshot.remote())
@@ -64,8 +70,13 @@ def _follow(ray, learner, max_steps: int | None, timeout_s: float | None, progre
 def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int | None,
                address: str | None = None, generators: int = 1, timeout_s: float | None = None,
                progress: bool = True, control_token: str | None = None, control_port: int = 0,
+               time_budget_s: float | None = None, actor_logs: bool = True,
                on_started: Callable[[RayRunResult], None] | None = None) -> RayRunResult:
     """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done.
+
+    ``time_budget_s`` ends the run that many seconds after every role is up, whatever the step count (benchmarks
+    compare modes on equal time); the step in progress then is not waited for and no final checkpoint is written.
+    ``actor_logs=False`` keeps the actors' output off this process's stdout (a benchmark prints only its JSON).
 
     ``max_steps=None`` is a long-running service: it trains until interrupted (KeyboardInterrupt, which ``serve``
     raises on SIGTERM too), then writes a final checkpoint and stops every role.
@@ -81,7 +92,7 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
     owns_ray = not ray.is_initialized()
     if owns_ray:
         ray.init(address=address, num_cpus=os.cpu_count() if local else None, include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+                 log_to_driver=actor_logs, configure_logging=False)
     token = secrets.token_urlsafe(32)
     host = {"host": "127.0.0.1"} if local else {}
     common = {"auth_token": token, **host}
@@ -112,7 +123,7 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         if on_started is not None:
             on_started(result)
         try:
-            result.learner = _follow(ray, learner, max_steps, timeout_s, progress)
+            result.learner = _follow(ray, learner, max_steps, timeout_s, time_budget_s, progress)
         except KeyboardInterrupt:
             log.info("stopping: a final checkpoint first")
             ray.get(learner.checkpoint.remote(), timeout=600)

@@ -96,7 +96,7 @@ class PolicyVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
 
 class BrokerStatus(_message.Message):
-    __slots__ = ("policy_version", "steps_emitted", "acknowledged_step", "outbox_steps", "queued_prompts", "prompts_exhausted", "leased_groups", "pool_rollouts", "pool_tokens", "pending_rollouts", "pending_tokens", "rollouts_by_outcome", "tokens_by_outcome", "rejected_rollouts", "rejected_tokens")
+    __slots__ = ("policy_version", "steps_emitted", "acknowledged_step", "outbox_steps", "queued_prompts", "prompts_exhausted", "leased_groups", "pool_rollouts", "pool_tokens", "pending_rollouts", "pending_tokens", "rollouts_by_outcome", "tokens_by_outcome", "rejected_rollouts", "rejected_tokens", "injected_rollouts_by_outcome")
     class RolloutsByOutcomeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,13 @@ class BrokerStatus(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class InjectedRolloutsByOutcomeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     STEPS_EMITTED_FIELD_NUMBER: _ClassVar[int]
     ACKNOWLEDGED_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +147,7 @@ class BrokerStatus(_message.Message):
     TOKENS_BY_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REJECTED_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INJECTED_ROLLOUTS_BY_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     policy_version: int
     steps_emitted: int
     acknowledged_step: int
@@ -155,4 +163,5 @@ class BrokerStatus(_message.Message):
     tokens_by_outcome: _containers.ScalarMap[str, int]
     rejected_rollouts: _containers.ScalarMap[str, int]
     rejected_tokens: _containers.ScalarMap[str, int]
-    def __init__(self, policy_version: _Optional[int] = ..., steps_emitted: _Optional[int] = ..., acknowledged_step: _Optional[int] = ..., outbox_steps: _Optional[int] = ..., queued_prompts: _Optional[int] = ..., prompts_exhausted: _Optional[bool] = ..., leased_groups: _Optional[int] = ..., pool_rollouts: _Optional[int] = ..., pool_tokens: _Optional[int] = ..., pending_rollouts: _Optional[int] = ..., pending_tokens: _Optional[int] = ..., rollouts_by_outcome: _Optional[_Mapping[str, int]] = ..., tokens_by_outcome: _Optional[_Mapping[str, int]] = ..., rejected_rollouts: _Optional[_Mapping[str, int]] = ..., rejected_tokens: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    injected_rollouts_by_outcome: _containers.ScalarMap[str, int]
+    def __init__(self, policy_version: _Optional[int] = ..., steps_emitted: _Optional[int] = ..., acknowledged_step: _Optional[int] = ..., outbox_steps: _Optional[int] = ..., queued_prompts: _Optional[int] = ..., prompts_exhausted: _Optional[bool] = ..., leased_groups: _Optional[int] = ..., pool_rollouts: _Optional[int] = ..., pool_tokens: _Optional[int] = ..., pending_rollouts: _Optional[int] = ..., pending_tokens: _Optional[int] = ..., rollouts_by_outcome: _Optional[_Mapping[str, int]] = ..., tokens_by_outcome: _Optional[_Mapping[str, int]] = ..., rejected_rollouts: _Optional[_Mapping[str, int]] = ..., rejected_tokens: _Optional[_Mapping[str, int]] = ..., injected_rollouts_by_outcome: _Optional[_Mapping[str, int]] = ...) -> None: ...

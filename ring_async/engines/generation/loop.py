@@ -192,11 +192,13 @@ class GenerationLoop:
         self.broker_policy_version = int(result.policy_version)
         self.prompts_exhausted = bool(getattr(result, "prompts_exhausted", False))
         self._backpressure = bool(result.backpressure)
+        # The broker's advised wait wins over ours: it knows when the condition ends (e.g. sync mode's step).
+        advised = float(getattr(result, "retry_after_s", 0.0) or 0.0)
         if result.backpressure:
             self.backpressure_events += 1
-            self._lease_after = self._clock() + self.config.backpressure_wait_s
+            self._lease_after = self._clock() + (advised or self.config.backpressure_wait_s)
         elif result.groups.num_rows == 0:
-            self._lease_after = self._clock() + self.config.idle_wait_s
+            self._lease_after = self._clock() + (advised or self.config.idle_wait_s)
         if result.groups.num_rows:
             await self._submit(result.groups)
 
