@@ -222,7 +222,6 @@ async def serve_broker(service: BrokerService, **server_kwargs: Any) -> Server:
     """Start a gRPC server for ``service`` (health, reflection, auth as in :func:`ring_async.transport.start_server`)
     with the broker errors mapped to their status codes, and start its lease expiry. To stop: ``await
     service.close()``, then ``await server.stop()``; the broker itself is closed by its owner."""
-    overrides = {**ERROR_STATUS, **server_kwargs.pop("error_status", {})}
-    server = await start_server([service], error_status=overrides, **server_kwargs)
+    server = await start_server([service], service_errors=ERROR_STATUS, **server_kwargs)
     service.start()
     return server

@@ -271,7 +271,6 @@ async def serve_control(service: ControlService, *, auth_token: str, **server_kw
     """Start a gRPC server for ``service`` (health, reflection, TLS as in :func:`ring_async.transport.start_server`)
     and its rate sampling. ``auth_token`` is required: Control is public, and every call must carry the token.
     To stop: ``await service.close()``, then ``await server.stop()``."""
-    overrides = {**ERROR_STATUS, **server_kwargs.pop("error_status", {})}
-    server = await start_server([service], auth_token=auth_token, error_status=overrides, **server_kwargs)
+    server = await start_server([service], auth_token=auth_token, service_errors=ERROR_STATUS, **server_kwargs)
     service.start()
     return server

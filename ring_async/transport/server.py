@@ -102,12 +102,14 @@ async def start_server(
     tls: ServerTls | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     error_status: ErrorStatus | None = None,
+    service_errors: ErrorStatus | None = None,
 ) -> Server:
     """Serve ``servicers`` (instances of the generated ``ring_async.v1`` servicer classes) on ``host:port``.
 
     ``port=0`` lets the system choose; the chosen one is ``Server.port``. With ``auth_token`` every call except
-    health and reflection needs it as a bearer token. ``error_status`` adds or overrides RingAsyncError -> status
-    code entries (see :mod:`ring_async.transport.status`). Must be awaited inside the event loop that will serve.
+    health and reflection needs it as a bearer token. ``service_errors`` is the served role's own
+    RingAsyncError -> status code table (its ``ERROR_STATUS``); ``error_status`` adds or overrides entries over it
+    (see :mod:`ring_async.transport.status`). Must be awaited inside the event loop that will serve.
     """
     specs = [spec_for(servicer) for servicer in servicers]
     names = [spec.name for spec in specs]
@@ -119,7 +121,7 @@ async def start_server(
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if auth_token is not None:
         interceptors.append(BearerTokenInterceptor(auth_token))
-    interceptors.append(ErrorStatusInterceptor(error_status))
+    interceptors.append(ErrorStatusInterceptor({**(service_errors or {}), **(error_status or {})}))
     server = grpc.aio.server(interceptors=interceptors, options=server_options(max_message_bytes))
 
     for servicer, spec in zip(servicers, specs):

@@ -341,5 +341,4 @@ class VerifierService(verifier_pb2_grpc.VerifierServicer):
 async def start_verifier_server(service: VerifierService, **server_kwargs: Any) -> Server:
     """Start a gRPC server for ``service`` (health, reflection, auth as in :func:`ring_async.transport.start_server`)
     with the verifier errors mapped to their status codes."""
-    overrides = {**ERROR_STATUS, **server_kwargs.pop("error_status", {})}
-    return await start_server([service], error_status=overrides, **server_kwargs)
+    return await start_server([service], service_errors=ERROR_STATUS, **server_kwargs)

@@ -139,8 +139,7 @@ class GeneratorService(generator_pb2_grpc.GeneratorServicer):
 async def serve_generator(service: GeneratorService, **server_kwargs) -> Server:
     """Start a gRPC server for ``service`` (health, reflection, auth as in :func:`ring_async.transport.start_server`)
     with the generation errors mapped to their status codes."""
-    overrides = {**ERROR_STATUS, **server_kwargs.pop("error_status", {})}
-    return await start_server([service], error_status=overrides, **server_kwargs)
+    return await start_server([service], service_errors=ERROR_STATUS, **server_kwargs)
 
 
 async def push_weights(

@@ -239,5 +239,4 @@ class LearnerService(learner_pb2_grpc.LearnerServicer):
 async def serve_learner(service: LearnerService, **server_kwargs: Any) -> Server:
     """Start a gRPC server for ``service`` (health, reflection, auth as in :func:`ring_async.transport.start_server`)
     with the learner errors mapped to their status codes."""
-    overrides = {**ERROR_STATUS, **server_kwargs.pop("error_status", {})}
-    return await start_server([service], error_status=overrides, **server_kwargs)
+    return await start_server([service], service_errors=ERROR_STATUS, **server_kwargs)
