@@ -17,6 +17,16 @@ from ring_async.system import hosts
 class _RoleActor:
     host: Any
 
+    async def start(self, port: int = 0, metrics_port: int = 0) -> hosts.Endpoint:
+        """Start the host; after a restart of this actor, on the ports it had (0: any free one)."""
+        self.host.port, self.host.metrics_port = port, metrics_port
+        return await self.host.start()
+
+    async def started(self) -> bool:
+        """False in an actor Ray has just restarted: its host is new and needs starting (and its peers may need
+        its new address)."""
+        return self.host.server is not None
+
     async def endpoint(self) -> hosts.Endpoint:
         return self.host.endpoint()
 
@@ -35,23 +45,20 @@ class BrokerActor(_RoleActor):
     def __init__(self, config: dict, prompts: list, **kwargs: Any):
         self.host = hosts.BrokerHost(config_from_dict(config), prompts, **kwargs)
 
-    async def start(self) -> hosts.Endpoint:
-        return await self.host.start()
-
     async def status(self) -> dict:
         return self.host.status()
 
     async def start_control(self, peers: list, control_token: str, port: int = 0) -> str:
         return await self.host.start_control(peers, control_token, port)
 
+    async def set_peer(self, peer: hosts.Endpoint) -> None:
+        self.host.set_peer(peer)
+
 
 @ray.remote
 class VerifierActor(_RoleActor):
     def __init__(self, config: dict, broker_address: str, **kwargs: Any):
         self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **kwargs)
-
-    async def start(self) -> hosts.Endpoint:
-        return await self.host.start()
 
 
 @ray.remote
@@ -62,8 +69,8 @@ class GeneratorActor(_RoleActor):
         self.host = hosts.GeneratorHost(config_from_dict(config), policy_path, broker_address, verifier_address,
                                         **kwargs)
 
-    async def start(self) -> hosts.Endpoint:
-        return await self.host.start()
+    async def set_verifier(self, address: str) -> None:
+        self.host.set_verifier(address)
 
 
 @ray.remote
@@ -74,11 +81,11 @@ class LearnerActor(_RoleActor):
         self.host = hosts.LearnerHost(config_from_dict(config), policy_path, broker_address, generator_addresses,
                                       **kwargs)
 
-    async def start(self) -> hosts.Endpoint:
-        return await self.host.start()
-
     async def wait(self) -> dict:
         return await self.host.wait()
+
+    async def set_generator(self, peer: hosts.Endpoint) -> None:
+        await self.host.set_generator(peer)
 
     async def snapshot(self) -> dict:
         return self.host.loop.snapshot()
@@ -86,8 +93,4 @@ class LearnerActor(_RoleActor):
     async def checkpoint(self) -> str:
         """Stop taking steps and checkpoint the weights as they are (unless a checkpoint already holds them)."""
         self.host.loop.stop()
-        async with self.host.loop.engine_lock:  # let a step in progress finish
-            last = self.host.core.last_checkpoint
-        if last is not None and last.step == self.host.core.step:
-            return str(last.path)
-        return str((await self.host.loop.checkpoint()).path)
+        return str((await self.host.loop.checkpoint_current()).path)

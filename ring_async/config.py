@@ -30,6 +30,10 @@ class RunConfig(_Section):
     mode: Literal["async", "sync"] = Field(
         "async", description="async: generation runs while the learner trains; sync: generation pauses (baseline)."
     )
+    max_restarts: int = Field(
+        3, ge=0, description="Times Ray restarts a role's actor after its process dies; the launcher starts it again "
+        "on its old ports and tells its peers. 0: a dead role ends the run."
+    )
 
 
 class AlgorithmConfig(_Section):

@@ -156,7 +156,7 @@ class LearnerCollector(Collector):
                      s["last_consumed_step"], lb)
         yield _gauge("learner_last_checkpoint_step", "Step of the latest complete checkpoint (-1: none)",
                      s["last_checkpoint_step"], lb)
-        for counter in ("refused_batches", "publish_failures"):
+        for counter in ("refused_batches", "publish_failures", "broker_unreachable"):
             if counter in s:
                 yield _counter(f"learner_{counter}", counter.replace("_", " ").capitalize(), s[counter], lb)
         last = s.get("last_step_metrics", {})

@@ -117,6 +117,15 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self._sampler: asyncio.Task[None] | None = None
         self._feeds: set[StreamFeed[common_pb2.ArrowBatch]] = set()
 
+    def set_peer(self, role: str, name: str, channel: grpc.aio.Channel) -> None:
+        """Call peer ``name`` of ``role`` over ``channel`` from now on (it was restarted at a new address)."""
+        stubs = {"verifier": (self.verifiers, verifier_pb2_grpc.VerifierStub),
+                 "generator": (self.generators, generator_pb2_grpc.GeneratorStub),
+                 "learner": (self.learners, learner_pb2_grpc.LearnerStub)}
+        if role in stubs:  # the broker is Control's own process: it never moves apart from it
+            table, stub = stubs[role]
+            table[name] = stub(channel)
+
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:

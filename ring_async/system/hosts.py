@@ -62,6 +62,10 @@ class _Host:
         self.host = host
         self.auth_token = auth_token
         self.registry = CollectorRegistry()
+        # Ports to bind (0: any free one). A host started again after its actor was restarted binds the ports it
+        # had, so peers' channels reconnect by themselves and scrape targets stay valid.
+        self.port = 0
+        self.metrics_port = 0
         self.server: Server | None = None
         self._metrics_server: Any = None
         self._metrics_port = 0
@@ -74,7 +78,8 @@ class _Host:
         return channel
 
     def _serve_metrics(self) -> None:
-        self._metrics_server, self._metrics_port = serve_metrics(self.registry, host=self.host)
+        self._metrics_server, self._metrics_port = serve_metrics(self.registry, port=self.metrics_port,
+                                                                 host=self.host)
 
     def endpoint(self) -> Endpoint:
         assert self.server is not None, "start() first"
@@ -94,6 +99,8 @@ class _Host:
         """Role-specific shutdown before the server stops."""
 
     async def stop(self) -> None:
+        if self.server is None:  # never started (e.g. an actor Ray restarted and nobody started again)
+            return
         await self._close_role()
         for task in self._tasks:
             task.cancel()
@@ -119,7 +126,7 @@ class BrokerHost(_Host):
 
         self.broker = DurableBroker(self.config, self.prompts, run_dir=Path(self.config.run.run_dir))
         self.service = BrokerService(self.broker)
-        self.server = await serve_broker(self.service, host=self.host, auth_token=self.auth_token)
+        self.server = await serve_broker(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
         self.registry.register(BrokerCollector(self.broker.status, self.instance))
         self._serve_metrics()
         return self.endpoint()
@@ -136,8 +143,14 @@ class BrokerHost(_Host):
         self.control = ControlService(self.service, run_id=Path(self.config.run.run_dir).name,
                                       verifiers=channels("verifier"), generators=channels("generator"),
                                       learners=channels("learner"))
+        self.control_token = control_token
         self.control_server = await serve_control(self.control, host=self.host, port=port, auth_token=control_token)
         return self.control_server.address
+
+    def set_peer(self, peer: Endpoint) -> None:
+        """A peer came back at a new address: Control calls it there from now on."""
+        if getattr(self, "control", None) is not None:
+            self.control.set_peer(peer.role, peer.instance, self.channel(peer.address))
 
     async def _close_role(self) -> None:
         if getattr(self, "control", None) is not None:  # first: it ends the open rollout streams
@@ -169,7 +182,7 @@ class VerifierHost(_Host):
 
         self.core = VerifierCore()
         self.service = VerifierService(self.core, verifier_id=self.instance, on_external=to_broker)
-        self.server = await start_verifier_server(self.service, host=self.host, auth_token=self.auth_token)
+        self.server = await start_verifier_server(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
         self.registry.register(VerifierCollector(self.core.stats, self.instance))
         self._serve_metrics()
         return self.endpoint()
@@ -207,14 +220,20 @@ class GeneratorHost(_Host):
         broker = GrpcBrokerClient(broker_channel, policy_version=lambda: self.engine.stats().policy_version,
                                   timeout_s=30.0)
         forward = VerifyThenSubmit(self.channel(self.verifier_address), broker_channel, self.instance, timeout_s=120.0)
+        self.forward = forward
         self.loop = GenerationLoop(self.engine, broker, forward, config=gen, generator_id=self.instance,
                                    tokenize=chat_tokenizer(tokenizer), tokenizer=tokenizer)
         self.service = GeneratorService(self.engine, self.loop, weight_update_timeout_s=gen.weight_update_timeout_s)
-        self.server = await serve_generator(self.service, host=self.host, auth_token=self.auth_token)
+        self.server = await serve_generator(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
         self.registry.register(GeneratorCollector(self.engine.stats, self.instance))
         self._serve_metrics()
         self._spawn(self.loop.run(self._stop))
         return self.endpoint()
+
+    def set_verifier(self, address: str) -> None:
+        """The verifier came back at a new address: score there from now on."""
+        self.verifier_address = address
+        self.forward.set_verifier(self.channel(address))
 
     async def _close_role(self) -> None:
         self._stop.set()
@@ -238,7 +257,15 @@ class LearnerHost(_Host):
         from ring_async.engines.training.publisher import WeightPublisher
         from ring_async.engines.training.service import GrpcBatchSource, LearnerLoop, LearnerService, serve_learner
 
-        self.core = await asyncio.to_thread(LearnerCore, self.config, self.policy_path, learner_id=self.instance)
+        from ring_async.engines.training.checkpoint import latest
+
+        # A learner started in a run directory that holds a checkpoint resumes from it (after a restart of its actor,
+        # or a rerun of the run): the broker re-delivers the steps after it, so none is lost or trained twice.
+        resume = latest(self.config)
+        if resume is not None:
+            log.info("%s resumes from %s", self.instance, resume)
+        self.core = await asyncio.to_thread(LearnerCore, self.config, self.policy_path, learner_id=self.instance,
+                                            resume_from=resume)
         publisher = WeightPublisher({name: self.channel(address) for name, address in self.generator_addresses.items()},
                                     bucket_bytes=self.config.generation.weight_bucket_bytes,
                                     timeout_s=self.config.learner.publish_timeout_s)
@@ -252,10 +279,11 @@ class LearnerHost(_Host):
             history.write(json.dumps({"step": result.policy_version, "step_id": result.step_id,
                                       "finished_at": time.time(), **result.metrics}, default=float) + "\n")
 
+        self.publisher = publisher
         self.loop = LearnerLoop(self.core, GrpcBatchSource(self.channel(self.broker_address), self.instance), publisher,
                                 max_steps=self.max_steps, on_step=on_step)
         self._history = history
-        self.server = await serve_learner(LearnerService(self.loop), host=self.host, auth_token=self.auth_token)
+        self.server = await serve_learner(LearnerService(self.loop), host=self.host, port=self.port, auth_token=self.auth_token)
         self.registry.register(LearnerCollector(self.loop.snapshot, self.instance))
         self._serve_metrics()
         self.done = self._spawn(self._train())
@@ -265,7 +293,18 @@ class LearnerHost(_Host):
         await self.loop.run()
         if self.max_steps is not None and self.core.step >= self.max_steps:
             # The run's result is the final checkpoint: its policy/ folder is what eval and serving load.
-            await self.loop.checkpoint()
+            await self.loop.checkpoint_current()
+
+    async def set_generator(self, peer: Endpoint) -> None:
+        """A generator was restarted (at ``peer``'s address): push the current policy to it, then publish there."""
+        self.generator_addresses[peer.instance] = peer.address
+        self.publisher.set_target(peer.instance, self.channel(peer.address))
+        async with self.loop.engine_lock:  # between steps: the weights are one version
+            weights, version = self.core.weights(), self.core.policy_version
+        report = await self.publisher.publish(weights, version, only=[peer.instance])
+        if report.failed:
+            log.warning("%s: version %d not loaded by restarted %s: %s", self.instance, version, peer.instance,
+                        report.failed[peer.instance])
 
     async def wait(self) -> dict:
         """Until the loop ends (``max_steps`` taken); the learner's final snapshot."""

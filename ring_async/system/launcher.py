@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from ring_async.broker.prompts import Prompt
 from ring_async.config import RingConfig
 from ring_async.system.hosts import Endpoint
+from ring_async.system.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ class RayRunResult:
     learner: dict[str, Any] = field(default_factory=dict)  # the learner's final snapshot
     broker: dict[str, Any] = field(default_factory=dict)  # the broker's final status (accounting)
     wall_s: float = 0.0
+    restarts: dict[str, int] = field(default_factory=dict)  # role instance -> times it was restarted
+
+
+def actor_name(config: RingConfig, instance: str) -> str:
+    """The Ray actor name of a role instance in a run (unique on a cluster while the run lives)."""
+    return f"ring-async:{config.run.name}:{instance}"
 
 
 def _gpu_share(device: str) -> float:
@@ -38,28 +45,45 @@ def _gpu_share(device: str) -> float:
     return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
 
 
-def _follow(ray, learner, max_steps: int | None, timeout_s: float | None, time_budget_s: float | None,
-            progress: bool) -> dict[str, Any]:
-    """Wait for the learner to finish (or the time budget to pass), showing step, reward, tokens/s and the ETA."""
+def _follow(ray, supervisor: Supervisor, learner: str, max_steps: int | None, timeout_s: float | None,
+            time_budget_s: float | None, progress: bool) -> dict[str, Any]:
+    """Wait for the learner to finish (or the time budget to pass), showing step, reward, tokens/s and the ETA, and
+    bringing restarted roles back meanwhile."""
+    from ray.exceptions import RayActorError
     from tqdm.auto import tqdm
 
-    done = learner.wait.remote()
+    def actor():  # the handle stays valid across restarts of the actor
+        return supervisor.roles[learner].actor
+
+    done, waited_on = actor().wait.remote(), 0  # the learner's restarts when `done` was asked
     now = time.monotonic()
     deadline = now + timeout_s if timeout_s is not None else None
     budget_end = now + time_budget_s if time_budget_s is not None else None
     with tqdm(total=max_steps, desc="rl", unit="step", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             wait = 2.0 if budget_end is None else max(0.0, min(2.0, budget_end - time.monotonic()))
-            ready, _ = ray.wait([done], timeout=wait)
-            if ready:
-                final = ray.get(done)
-                bar.update(final["step"] - bar.n)
-                return final
+            if done is None:
+                time.sleep(wait)
+            elif ray.wait([done], timeout=wait)[0]:
+                try:
+                    final = ray.get(done)
+                    bar.update(final["step"] - bar.n)
+                    return final
+                except RayActorError:  # the learner died: wait again once Ray and the supervisor bring it back
+                    done = None
             if budget_end is not None and time.monotonic() >= budget_end:
-                return ray.get(learner.snapshot.remote())
+                return ray.get(actor().snapshot.remote())
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the learner did not finish {max_steps} steps within {timeout_s} s")
-            snap = ray.get(learner.snapshot.remote())
+            supervisor.check()
+            if supervisor.roles[learner].restarts != waited_on:  # started again: its old `wait` will never answer
+                done, waited_on = actor().wait.remote(), supervisor.roles[learner].restarts
+            if done is None:
+                continue
+            try:
+                snap = ray.get(actor().snapshot.remote(), timeout=30)
+            except Exception:  # restarting: the next round sees it
+                continue
             last = snap["last_step_metrics"]
             bar.update(snap["step"] - bar.n)
             if last:
@@ -100,18 +124,23 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
     actors: list[Any] = []
     result = RayRunResult(control_token=control_token or secrets.token_urlsafe(32))
     try:
-        broker = BrokerActor.options(num_cpus=0).remote(cfg, list(prompts), **common)
+        def opts(instance: str) -> dict[str, Any]:
+            # Named after the run, so operators (and tests) find a role with ray.get_actor(actor_name(...)).
+            return {"max_restarts": config.run.max_restarts, "name": actor_name(config, instance)}
+
+        broker = BrokerActor.options(num_cpus=0, **opts("broker")).remote(cfg, list(prompts), **common)
         actors.append(broker)
         b = ray.get(broker.start.remote())
-        verifier = VerifierActor.options(num_cpus=0).remote(cfg, b.address, **common)
+        verifier = VerifierActor.options(num_cpus=0, **opts("verifier-0")).remote(cfg, b.address, **common)
         actors.append(verifier)
         v = ray.get(verifier.start.remote())
-        gens = [GeneratorActor.options(num_cpus=1, num_gpus=_gpu_share(config.generation.device)).remote(
+        gens = [GeneratorActor.options(num_cpus=1, num_gpus=_gpu_share(config.generation.device),
+                                       **opts(f"generator-{i}")).remote(
                     cfg, str(policy_path), b.address, v.address, instance=f"generator-{i}", **common)
                 for i in range(generators)]
         actors.extend(gens)
         g = ray.get([gen.start.remote() for gen in gens])
-        learner = LearnerActor.options(num_cpus=1, num_gpus=_gpu_share(config.learner.device)).remote(
+        learner = LearnerActor.options(num_cpus=1, num_gpus=_gpu_share(config.learner.device), **opts("learner-0")).remote(
             cfg, str(policy_path), b.address, {e.instance: e.address for e in g}, max_steps=max_steps, **common)
         actors.append(learner)
         result.endpoints = [b, v, *g, ray.get(learner.start.remote())]
@@ -119,16 +148,22 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
             log.info("%s %s at %s (metrics on port %d)", e.role, e.instance, e.address, e.metrics_port)
         result.control_address = ray.get(broker.start_control.remote(result.endpoints, result.control_token,
                                                                      control_port))
+        supervisor = Supervisor(ray, result.control_token)
+        supervisor.control_port = int(result.control_address.rsplit(":", 1)[1])
+        for actor, endpoint in zip(actors, result.endpoints):
+            supervisor.add(actor, endpoint)
         log.info("control at %s", result.control_address)
         if on_started is not None:
             on_started(result)
         try:
-            result.learner = _follow(ray, learner, max_steps, timeout_s, time_budget_s, progress)
+            result.learner = _follow(ray, supervisor, result.endpoints[-1].instance, max_steps, timeout_s,
+                                     time_budget_s, progress)
         except KeyboardInterrupt:
             log.info("stopping: a final checkpoint first")
             ray.get(learner.checkpoint.remote(), timeout=600)
             result.learner = ray.get(learner.snapshot.remote())
         result.broker = ray.get(broker.status.remote())
+        result.restarts = supervisor.restarts
     finally:
         # The learner first (it pulls from the broker), the broker last (everyone reports to it).
         for actor in reversed(actors):

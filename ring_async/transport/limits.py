@@ -49,4 +49,10 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Optio
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         # Keep probing a long-lived stream (StreamRollouts) that is quiet for a while; the default stops after two.
         ("grpc.http2.max_pings_without_data", 0),
+        # Peers restart (an actor Ray brought back on its old port): reconnect within seconds, not gRPC's default
+        # of up to two minutes, and keep each channel's connection state its own, so a fresh channel to a peer that
+        # is back does not inherit another channel's back-off from while it was down.
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        ("grpc.use_local_subchannel_pool", 1),
     ]

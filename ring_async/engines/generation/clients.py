@@ -66,6 +66,9 @@ class VerifyThenSubmit:
         self._submitter_id = submitter_id
         self._timeout_s = timeout_s
 
+    def set_verifier(self, verifier: grpc.aio.Channel) -> None:
+        self._verifier = verifier_pb2_grpc.VerifierStub(verifier)
+
     async def __call__(self, rollouts: pa.RecordBatch) -> broker_pb2.SubmitRolloutsReply | None:
         reply = await self._verifier.Verify(
             verifier_pb2.VerifyRequest(rollouts=pack_batch(rollouts, ROLLOUT)), timeout=self._timeout_s

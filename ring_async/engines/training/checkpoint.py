@@ -67,6 +67,18 @@ def partial_path(root: Path, tag: str) -> Path:
     return root / f".{tag}.partial"
 
 
+def checkpoint_root(config) -> Path:
+    """Where a run's learner checkpoints go: ``learner.checkpoint_dir``, else ``<run_dir>/checkpoints``."""
+    lc = config.learner
+    return Path(lc.checkpoint_dir) if lc.checkpoint_dir else Path(config.run.run_dir) / "checkpoints"
+
+
+def latest(config) -> Path | None:
+    """The run's latest checkpoint folder, or None before its first checkpoint."""
+    root = checkpoint_root(config)
+    return resolve(root) if (root / LATEST_FILE).is_file() else None
+
+
 def resolve(path: str | os.PathLike[str]) -> Path:
     """A checkpoint folder, or a checkpoint directory whose ``latest`` names one."""
     folder = Path(path)

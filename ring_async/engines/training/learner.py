@@ -172,8 +172,7 @@ class LearnerCore:
 
     @property
     def checkpoint_root(self) -> Path:
-        lc = self.config.learner
-        return Path(lc.checkpoint_dir) if lc.checkpoint_dir else Path(self.config.run.run_dir) / "checkpoints"
+        return ckpt.checkpoint_root(self.config)
 
     def tokens_per_s(self) -> float:
         wall = sum(w for w, _ in self._recent)

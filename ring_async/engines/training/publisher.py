@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import grpc
 import torch
@@ -36,16 +36,30 @@ class WeightPublisher:
     """Pushes versions to the generators behind ``channels`` (name -> channel, opened by the caller)."""
 
     def __init__(self, channels: Mapping[str, grpc.aio.Channel], *, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, initial_version: int = 0):
         self._stubs = {name: generator_pb2_grpc.GeneratorStub(ch) for name, ch in channels.items()}
         self.bucket_bytes = bucket_bytes
         self.timeout_s = timeout_s
+        # generator -> the last version it confirmed loading; they start with ``initial_version`` (the policy the
+        # run started from is version 0).
+        self.loaded: dict[str, int] = {name: initial_version for name in self._stubs}
 
-    async def publish(self, weights: Mapping[str, torch.Tensor], version: int, *, strict: bool = False) -> PublishReport:
-        """Send ``weights`` as ``version`` to every generator. ``strict``: raise PublishError if any push failed."""
+    def lagging(self, version: int) -> list[str]:
+        """The generators that have not confirmed ``version`` (a push failed, or they were restarted)."""
+        return [n for n in self._stubs if self.loaded.get(n, -1) < version]
+
+    def set_target(self, name: str, channel: grpc.aio.Channel) -> None:
+        """Publish to generator ``name`` over ``channel`` from now on (a new generator, or one that moved)."""
+        self._stubs[name] = generator_pb2_grpc.GeneratorStub(channel)
+        self.loaded.pop(name, None)
+
+    async def publish(self, weights: Mapping[str, torch.Tensor], version: int, *, strict: bool = False,
+                      only: Sequence[str] | None = None) -> PublishReport:
+        """Send ``weights`` as ``version`` to every generator (or those in ``only``). ``strict``: raise PublishError
+        if any push failed."""
         started = time.perf_counter()
         buckets = list(iter_buckets(weights, version, self.bucket_bytes))
-        names = list(self._stubs)
+        names = list(self._stubs) if only is None else [n for n in only if n in self._stubs]
         replies = await asyncio.gather(
             *(push_weights(self._stubs[n], buckets, timeout_s=self.timeout_s) for n in names), return_exceptions=True)
         report = PublishReport(version, len(buckets), sum(len(b.payload) for b in buckets), 0.0)
@@ -55,6 +69,7 @@ class WeightPublisher:
                 report.failed[name] = detail or type(reply).__name__
             else:
                 report.generators.append(name)
+                self.loaded[name] = version
         report.wall_s = time.perf_counter() - started
         if strict and report.failed:
             raise PublishError(f"policy version {version} did not reach {', '.join(report.failed)}: "

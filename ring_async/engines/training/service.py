@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
@@ -114,11 +115,18 @@ class GrpcBatchSource:
         await self._stub.ReportPolicyVersion(broker_pb2.PolicyVersion(version=version, learner_id=self.learner_id))
 
 
+# Least seconds between two pushes to generators that missed a version (one that is down fails each of them).
+CATCH_UP_EVERY_S = 5.0
+# Status codes of a broker that is down or restarting, not of a refused call.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
 @dataclass
 class LoopStatus:
     steps: int = 0
     refused_batches: int = 0
     publish_failures: int = 0
+    broker_unreachable: int = 0  # calls to the broker that failed and were retried
     last_error: str = ""
     last_publish: PublishReport | None = None
 
@@ -140,6 +148,7 @@ class LearnerLoop:
         # One thing at a time touches the DeepSpeed engine: a step, or a checkpoint between two steps.
         self.engine_lock = asyncio.Lock()
         self._checkpointing = False
+        self._next_catch_up = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -151,8 +160,9 @@ class LearnerLoop:
         wait_s = self.core.config.learner.batch_wait_s
         while not self._done():
             step_id = self.core.last_consumed_step + 1
-            batch = await _call(self.source.next_batch(step_id, self.core.policy_version, wait_s))
+            batch = await self._to_broker(lambda: self.source.next_batch(step_id, self.core.policy_version, wait_s))
             if batch is None:
+                await self._catch_up_generators()
                 continue
             try:
                 async with self.engine_lock:
@@ -177,12 +187,20 @@ class LearnerLoop:
                 self.status.publish_failures += len(report.failed)
                 self.status.last_error = f"version {report.version} not loaded by {sorted(report.failed)}"
                 log.warning("policy version %d: %s", report.version, report.failed)
-        await _call(self.source.report_version(result.policy_version))
+        await self._to_broker(lambda: self.source.report_version(result.policy_version))
         every = self.core.config.learner.checkpoint_every_steps
         if every is not None and self.core.step % every == 0:  # the core wrote one at the end of this step
-            await _call(self.source.acknowledge(self.core.last_consumed_step))
+            await self._to_broker(lambda: self.source.acknowledge(self.core.last_consumed_step))
         if self.on_step is not None:
             await _call(self.on_step(result))
+
+    async def checkpoint_current(self) -> CheckpointInfo:
+        """A checkpoint of the weights as they are now, unless the latest one already holds them."""
+        async with self.engine_lock:  # a step in progress finishes first
+            last = self.core.last_checkpoint
+        if last is not None and last.step == self.core.step:
+            return last
+        return await self.checkpoint()
 
     async def checkpoint(self, tag: str | None = None) -> CheckpointInfo:
         """A checkpoint between two steps; then the broker may forget every step it holds."""
@@ -205,7 +223,39 @@ class LearnerLoop:
                 "last_consumed_step": core.last_consumed_step,
                 "last_checkpoint_step": core.last_checkpoint.step if core.last_checkpoint else -1,
                 "tokens_per_s": core.tokens_per_s(), "refused_batches": self.status.refused_batches,
-                "publish_failures": self.status.publish_failures, "last_step_metrics": dict(core.last_metrics)}
+                "publish_failures": self.status.publish_failures,
+                "broker_unreachable": self.status.broker_unreachable, "last_step_metrics": dict(core.last_metrics)}
+
+    async def _catch_up_generators(self) -> None:
+        """No batch is ready: push the current version to generators that missed it. A generator left on an old
+        version (a failed push, or a restart) makes only stale rollouts, and without fresh rollouts no step comes
+        that would publish to it again."""
+        now = time.monotonic()
+        if self.publisher is None or now < self._next_catch_up or not self.publisher.lagging(self.core.policy_version):
+            return
+        self._next_catch_up = now + CATCH_UP_EVERY_S
+        async with self.engine_lock:
+            weights, version = self.core.weights(), self.core.policy_version
+        report = await self.publisher.publish(weights, version, only=self.publisher.lagging(version))
+        if report.generators:
+            log.info("policy version %d caught up on %s", version, ", ".join(report.generators))
+
+    async def _to_broker(self, call: Callable[[], Any]) -> Any:
+        """A call to the batch source, retried while the broker cannot be reached (it is restarting, or the network
+        blipped); None when the loop is stopped meanwhile. Retrying is safe: the broker re-delivers a step by id and
+        ignores an old version or acknowledgement."""
+        while True:
+            try:
+                return await _call(call())
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _TRANSIENT:
+                    raise
+                self.status.broker_unreachable += 1
+                self.status.last_error = f"broker: {err.code().name}: {err.details()}"
+                log.warning("the broker cannot be reached (%s); retrying in %.1fs", err.code().name, self.retry_s)
+                await self._sleep(self.retry_s)
+                if self._stopping.is_set():
+                    return None
 
     async def _sleep(self, seconds: float) -> None:
         try:
