@@ -24,6 +24,13 @@ class _RoleActor:
         await self.host.stop()
 
 
+def _on_this_node(kwargs: dict) -> dict:
+    """Bind the role's servers to this node's address unless told otherwise (the launcher says 127.0.0.1 locally):
+    on a cluster its peers and Prometheus reach it from other nodes."""
+    kwargs.setdefault("host", ray.util.get_node_ip_address())
+    return kwargs
+
+
 def _torch_threads(n: int) -> None:
     import torch
 
@@ -33,7 +40,7 @@ def _torch_threads(n: int) -> None:
 @ray.remote
 class BrokerActor(_RoleActor):
     def __init__(self, config: dict, prompts: list, **kwargs: Any):
-        self.host = hosts.BrokerHost(config_from_dict(config), prompts, **kwargs)
+        self.host = hosts.BrokerHost(config_from_dict(config), prompts, **_on_this_node(kwargs))
 
     async def start(self) -> hosts.Endpoint:
         return await self.host.start()
@@ -48,7 +55,7 @@ class BrokerActor(_RoleActor):
 @ray.remote
 class VerifierActor(_RoleActor):
     def __init__(self, config: dict, broker_address: str, **kwargs: Any):
-        self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **kwargs)
+        self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **_on_this_node(kwargs))
 
     async def start(self) -> hosts.Endpoint:
         return await self.host.start()
@@ -60,7 +67,7 @@ class GeneratorActor(_RoleActor):
                  torch_threads: int = 1, **kwargs: Any):
         _torch_threads(torch_threads)
         self.host = hosts.GeneratorHost(config_from_dict(config), policy_path, broker_address, verifier_address,
-                                        **kwargs)
+                                        **_on_this_node(kwargs))
 
     async def start(self) -> hosts.Endpoint:
         return await self.host.start()
@@ -72,7 +79,7 @@ class LearnerActor(_RoleActor):
                  torch_threads: int = 1, **kwargs: Any):
         _torch_threads(torch_threads)
         self.host = hosts.LearnerHost(config_from_dict(config), policy_path, broker_address, generator_addresses,
-                                      **kwargs)
+                                      **_on_this_node(kwargs))
 
     async def start(self) -> hosts.Endpoint:
         return await self.host.start()
