@@ -185,6 +185,10 @@ def test_the_job_runs_on_the_cluster_with_the_mounted_config(tmp_path):
     assert job["spec"]["clusterSelector"].items() <= cluster["metadata"]["labels"].items()
     args = rayjob_serve_args()
     assert args.address == "auto"  # inside a Ray job: connect to the cluster, do not start one
+    # Ray's default 3 s between SIGTERM and SIGKILL would cut the final checkpoint (the launcher allows 600 s).
+    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert int(runtime_env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) > 600
+    assert '"RAY_JOB_STOP_WAIT_TIME_S": "900"' in (DEPLOY / "ray" / "submit.sh").read_text()
     config_map = one("ConfigMap")
     mounts = {m["name"]: m["mountPath"] for m in pod_templates()["head"]["template"]["spec"]["containers"][0]
               ["volumeMounts"]}

@@ -11,7 +11,10 @@ CONTROL_PORT=${CONTROL_PORT:-50050}
 METRICS_PORT=${METRICS_PORT:-9400}
 GENERATORS=${GENERATORS:-4}
 SUBMISSION_ID=${SUBMISSION_ID:-ring-async-service}
-exec ray job submit --address "$RAY_ADDRESS" --submission-id "$SUBMISSION_ID" --no-wait -- \
+# RAY_JOB_STOP_WAIT_TIME_S: Ray kills a stopped job 3 s after SIGTERM by default; the final checkpoint may need
+# minutes (the launcher waits up to 600 s for it).
+exec ray job submit --address "$RAY_ADDRESS" --submission-id "$SUBMISSION_ID" --no-wait \
+  --runtime-env-json '{"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "900"}}' -- \
   bash -c "RING_ASYNC_CONTROL_TOKEN=\$(cat ~/ring-async/control-token) exec ring-async serve --address auto \
     --config ~/ring-async/service.yaml --generators $GENERATORS --control-port $CONTROL_PORT \
     --metrics-port $METRICS_PORT --quiet"
