@@ -18,8 +18,9 @@ class _RoleActor:
     host: Any
 
     async def start(self, port: int = 0, metrics_port: int = 0) -> hosts.Endpoint:
-        """Start the host; after a restart of this actor, on the ports it had (0: any free one)."""
-        self.host.port, self.host.metrics_port = port, metrics_port
+        """Start the host; after a restart of this actor, on the ports it had (0: the host's own choice)."""
+        self.host.port = port or self.host.port
+        self.host.metrics_port = metrics_port or self.host.metrics_port
         return await self.host.start()
 
     async def started(self) -> bool:
@@ -34,6 +35,13 @@ class _RoleActor:
         await self.host.stop()
 
 
+def _on_this_node(kwargs: dict) -> dict:
+    """Bind the role's servers to this node's address unless told otherwise (the launcher says 127.0.0.1 locally):
+    on a cluster its peers and Prometheus reach it from other nodes."""
+    kwargs.setdefault("host", ray.util.get_node_ip_address())
+    return kwargs
+
+
 def _torch_threads(n: int) -> None:
     import torch
 
@@ -43,7 +51,7 @@ def _torch_threads(n: int) -> None:
 @ray.remote
 class BrokerActor(_RoleActor):
     def __init__(self, config: dict, prompts: list, **kwargs: Any):
-        self.host = hosts.BrokerHost(config_from_dict(config), prompts, **kwargs)
+        self.host = hosts.BrokerHost(config_from_dict(config), prompts, **_on_this_node(kwargs))
 
     async def status(self) -> dict:
         return self.host.status()
@@ -58,7 +66,7 @@ class BrokerActor(_RoleActor):
 @ray.remote
 class VerifierActor(_RoleActor):
     def __init__(self, config: dict, broker_address: str, **kwargs: Any):
-        self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **kwargs)
+        self.host = hosts.VerifierHost(config_from_dict(config), broker_address, **_on_this_node(kwargs))
 
 
 @ray.remote
@@ -67,7 +75,7 @@ class GeneratorActor(_RoleActor):
                  torch_threads: int = 1, **kwargs: Any):
         _torch_threads(torch_threads)
         self.host = hosts.GeneratorHost(config_from_dict(config), policy_path, broker_address, verifier_address,
-                                        **kwargs)
+                                        **_on_this_node(kwargs))
 
     async def set_verifier(self, address: str) -> None:
         self.host.set_verifier(address)
@@ -79,7 +87,7 @@ class LearnerActor(_RoleActor):
                  torch_threads: int = 1, **kwargs: Any):
         _torch_threads(torch_threads)
         self.host = hosts.LearnerHost(config_from_dict(config), policy_path, broker_address, generator_addresses,
-                                      **kwargs)
+                                      **_on_this_node(kwargs))
 
     async def wait(self) -> dict:
         return await self.host.wait()

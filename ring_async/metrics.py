@@ -11,10 +11,14 @@ Every role process serves its own registry on ``/metrics`` (:func:`serve_metrics
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,11 +54,17 @@ def _by_key(name: str, doc: str, key: str, values: Mapping[str, float], labels: 
 
 
 class BrokerCollector(Collector):
-    """Broker accounting: every rollout and token by outcome, queue depths, steps, policy version."""
+    """Broker accounting: every rollout and token by outcome, queue depths, steps, policy version, staleness.
 
-    def __init__(self, status: Callable[[], Mapping[str, Any]], instance: str = "broker"):
+    ``max_staleness`` (the configured bound) and ``pool_staleness`` (the lag of the oldest pooled rollout) are
+    exported when given, so that alert rules can compare staleness with the bound of the running configuration."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Any]], instance: str = "broker", *,
+                 max_staleness: int | None = None, pool_staleness: Callable[[], int] | None = None):
         self._status = status
         self._labels = _labels("broker", instance)
+        self._max_staleness = max_staleness
+        self._pool_staleness = pool_staleness
 
     def collect(self) -> Iterable[Metric]:
         s, lb = self._status(), self._labels
@@ -74,13 +84,24 @@ class BrokerCollector(Collector):
                          ("pool_rollouts", "Usable rollouts in the pool"),
                          ("pending_rollouts", "Accepted rollouts of incomplete groups")):
             yield _gauge(f"broker_{key}", doc, s[key], lb)
+        if self._max_staleness is not None:
+            yield _gauge("broker_max_staleness", "Configured bound: policy versions a rollout may lag the learner",
+                         self._max_staleness, lb)
+        if self._pool_staleness is not None:
+            yield _gauge("broker_pool_staleness", "Learner version minus the oldest version in the pool (0: empty)",
+                         self._pool_staleness(), lb)
 
 
 class GeneratorCollector(Collector):
-    """A generator: loaded policy version, throughput, work in flight, weight updates."""
+    """A generator: loaded policy version, throughput, work in flight, weight updates.
 
-    def __init__(self, stats: Callable[[], Any], instance: str = "generator-0"):
+    With ``loop_status`` (the generation loop's ``status``) it also exports the pause state and the loop's lease and
+    forward errors, so that an idle generator can be told apart from a paused one or one that cannot reach its peers."""
+
+    def __init__(self, stats: Callable[[], Any], instance: str = "generator-0", *,
+                 loop_status: Callable[[], Any] | None = None):
         self._stats = stats
+        self._loop_status = loop_status
         self._labels = _labels("generator", instance)
 
     def collect(self) -> Iterable[Metric]:
@@ -95,6 +116,14 @@ class GeneratorCollector(Collector):
         yield _counter("generator_weight_updates", "Weight updates loaded", s.weight_updates, lb)
         yield _counter("generator_weight_updates_refused", "Weight updates refused (old weights kept)",
                        s.refused_weight_updates, lb)
+        if self._loop_status is not None:
+            loop = self._loop_status()
+            yield _gauge("generator_paused", "1 while paused through Control.Pause", loop.pause.paused, lb)
+            yield _gauge("generator_inflight_groups", "Leased groups held (generating or waiting for a slot)",
+                         loop.inflight_groups, lb)
+            yield _counter("generator_lease_errors", "Lease calls to the broker that failed", loop.lease_errors, lb)
+            yield _counter("generator_forward_errors", "Verify-then-submit calls that failed", loop.forward_errors,
+                           lb)
 
 
 class VerifierCollector(Collector):
@@ -183,7 +212,43 @@ class StepMetrics:
                 self.staleness.observe(float(versions))
 
 
-def serve_metrics(registry: CollectorRegistry, port: int = 0, host: str = "127.0.0.1") -> tuple[Any, int]:
-    """Serve ``registry`` on ``http://host:port/metrics`` in a background thread; returns (server, bound port)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never keeps the process alive
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape would flood the actor logs
+        pass
+
+
+def serve_metrics(registry: CollectorRegistry, port: int = 0, host: str = "127.0.0.1",
+                  targets: Callable[[], list[dict]] | None = None) -> tuple[Any, int]:
+    """Serve ``registry`` on ``http://host:port/metrics`` in a background thread; returns (server, bound port).
+
+    With ``targets``, ``/targets`` answers Prometheus' HTTP service discovery (``http_sd_configs``): a JSON list of
+    ``{"targets": ["host:port"], "labels": {...}}`` groups, so one fixed URL finds every role's /metrics even though
+    those bind free ports on whichever nodes Ray placed them. Any other path is the metrics exposition."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        if targets is not None and environ.get("PATH_INFO") == "/targets":
+            body = json.dumps(targets()).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server, server.server_address[1]
+
+
+def sd_targets(endpoints: Iterable[Any]) -> list[dict]:
+    """Prometheus service-discovery groups for role endpoints (anything with role, instance, address, metrics_port).
+
+    The ``instance`` label is the actor id, as in the role's own metrics, so ``up{instance="generator-0"}`` and
+    ``ring_async_generator_running{instance="generator-0"}`` name the same actor (scrape with ``honor_labels``)."""
+    groups = []
+    for e in endpoints:
+        host = e.address.rsplit(":", 1)[0]
+        groups.append({"targets": [f"{host}:{e.metrics_port}"], "labels": {"role": e.role, "instance": e.instance}})
+    return groups

@@ -2,7 +2,7 @@
 # Installs the Debian packages the test-suite runs for real, only those whose command is missing.
 # Each entry is "command:package".
 set -euo pipefail
-needed=(bwrap:bubblewrap)
+needed=(bwrap:bubblewrap promtool:prometheus)
 missing=()
 for entry in "${needed[@]}"; do
   cmd=${entry%%:*}; pkg=${entry#*:}

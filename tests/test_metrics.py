@@ -104,3 +104,60 @@ def test_every_role_exports_its_state(tmp_path, policy_dir, vocab):  # noqa: F81
     assert value(samples, "ring_async_verifier_verdicts_total", reward_type="math", verdict="incorrect") == 1
     assert value(samples, "ring_async_generator_policy_version", role="generator") == 0
     assert value(samples, "ring_async_generator_tokens_total") == 0
+
+
+def test_staleness_bound_pause_state_and_loop_errors_are_exported():
+    from ring_async.engines.generation.loop import LoopStatus, PauseInfo
+    from ring_async.engines.generation.types import EngineStats
+
+    status = {"rollouts": {"accepted": 4}, "tokens": {"accepted": 40}, "rejected_rollouts": {}, "steps_emitted": 1,
+              "policy_version": 5, "queued_prompts": 0, "leased_groups": 1, "pool_tokens": 12, "pool_rollouts": 2,
+              "pending_rollouts": 0}
+    stats = EngineStats(engine="torch", policy_version=4, running=0, waiting=0, paused=False, completed_samples=3,
+                        generated_tokens=30, tokens_per_s=0.0, weight_updates=4, refused_weight_updates=1)
+    loop = LoopStatus(generator_id="generator-3", inflight_groups=2, groups_leased=9, groups_completed=7,
+                      rollouts_forwarded=14, forward_errors=1, lease_errors=3, refused_groups=0,
+                      backpressure_events=0, backpressure=False, broker_policy_version=5,
+                      pause=PauseInfo(True, "maintenance", 1.0))
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(lambda: status, max_staleness=2, pool_staleness=lambda: 3))
+    registry.register(GeneratorCollector(lambda: stats, "generator-3", loop_status=lambda: loop))
+    server, port = serve_metrics(registry)
+    try:
+        samples = scrape(port)
+    finally:
+        server.shutdown()
+    assert value(samples, "ring_async_broker_max_staleness", role="broker") == 2
+    assert value(samples, "ring_async_broker_pool_staleness", role="broker") == 3
+    assert value(samples, "ring_async_generator_paused", instance="generator-3") == 1
+    assert value(samples, "ring_async_generator_inflight_groups") == 2
+    assert value(samples, "ring_async_generator_lease_errors_total") == 3
+    assert value(samples, "ring_async_generator_forward_errors_total") == 1
+    assert value(samples, "ring_async_generator_weight_updates_refused_total") == 1
+
+
+def test_the_metrics_server_answers_prometheus_service_discovery_on_targets():
+    import json
+    from types import SimpleNamespace
+
+    from ring_async.metrics import sd_targets
+
+    endpoints = [SimpleNamespace(role="broker", instance="broker", address="10.0.0.5:40001", metrics_port=9400),
+                 SimpleNamespace(role="generator", instance="generator-0", address="10.0.0.7:40002",
+                                 metrics_port=35123)]
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(lambda: {"rollouts": {}, "tokens": {}, "rejected_rollouts": {},
+                                               "steps_emitted": 0, "policy_version": 0, "queued_prompts": 0,
+                                               "leased_groups": 0, "pool_tokens": 0, "pool_rollouts": 0,
+                                               "pending_rollouts": 0}))
+    server, port = serve_metrics(registry, targets=lambda: sd_targets(endpoints))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/targets", timeout=10) as reply:
+            assert reply.headers["Content-Type"] == "application/json"
+            groups = json.loads(reply.read())
+        samples = scrape(port)  # /metrics is still the exposition
+    finally:
+        server.shutdown()
+    assert groups == [{"targets": ["10.0.0.5:9400"], "labels": {"role": "broker", "instance": "broker"}},
+                      {"targets": ["10.0.0.7:35123"], "labels": {"role": "generator", "instance": "generator-0"}}]
+    assert value(samples, "ring_async_broker_steps_emitted_total") == 0

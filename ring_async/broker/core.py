@@ -376,6 +376,12 @@ class Broker:
     def pool_tokens(self) -> int:
         return self._pool_tokens
 
+    def pool_staleness(self) -> int:
+        """Policy version minus the oldest first version of a pooled rollout; 0 for an empty pool. Safe to call from
+        another thread (a metrics scrape): list() copies the pool in one step."""
+        versions = [held.version_first for held in list(self._pool)]
+        return self.policy_version - min(versions) if versions else 0
+
     @property
     def pool_rollouts(self) -> int:
         return len(self._pool)

@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     if not records:
         raise RingAsyncError(f"the train split has no {'/'.join(kinds)} tasks")
     result = run_on_ray(config, str(policy), prompts_from_records(records), max_steps=steps, address=args.address,
-                        generators=args.generators)
+                        generators=args.generators, metrics_port=args.metrics_port)
     run_dir = Path(config.run.run_dir)
     summary = {
         "start_policy": str(policy),
@@ -112,11 +112,13 @@ def _serve(args: argparse.Namespace) -> int:
         # Installed here, after ray.init, which sets a SIGTERM handler of its own.
         signal.signal(signal.SIGTERM, interrupt)
         shown = "from $" + CONTROL_TOKEN_ENV if os.environ.get(CONTROL_TOKEN_ENV) else token
-        print(json.dumps({"control": result.control_address, "token": shown, "run_dir": config.run.run_dir}),
-              flush=True)
+        broker = result.endpoints[0]  # its /targets lists every role's /metrics for Prometheus
+        targets = f"http://{broker.address.rsplit(':', 1)[0]}:{broker.metrics_port}/targets"
+        print(json.dumps({"control": result.control_address, "token": shown, "run_dir": config.run.run_dir,
+                          "metrics_targets": targets}), flush=True)
     result = run_on_ray(config, str(policy), prompts_from_records(records), max_steps=None, address=args.address,
                         generators=args.generators, control_token=token, control_port=args.control_port,
-                        on_started=on_started, progress=not args.quiet)
+                        metrics_port=args.metrics_port, on_started=on_started, progress=not args.quiet)
     print(json.dumps({"stopped_after_steps": result.learner.get("step"),
                       "last_checkpoint_step": result.learner.get("last_checkpoint_step"),
                       "wall_seconds": round(result.wall_s, 1)}))
@@ -174,6 +176,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward-types", default="math", help="comma list of task types (default: math)")
 
 
+METRICS_PORT_HELP = ("port of the broker's /metrics and /targets (Prometheus discovery of every role; 0: any; "
+                     "docs/operations.md)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="a training run: roles as Ray actors (local, or --address)")
     _common(run)
@@ -182,6 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--address", help="address of a running Ray cluster (default: an embedded local one)")
     run.add_argument("--generators", type=int, default=1, help="generator actors (default 1)")
     run.add_argument("--run-dir", help="override run.run_dir")
+    run.add_argument("--metrics-port", type=int, default=0, help=METRICS_PORT_HELP)
     run.set_defaults(func=_run)
     serve = subparsers.add_parser("serve", help="a long-running service: trains until stopped (Ctrl-C, SIGTERM)")
     _common(serve)
@@ -190,6 +197,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--generators", type=int, default=1, help="generator actors (default 1)")
     serve.add_argument("--control-port", type=int, default=0, help="port of the public Control service (0: any)")
     serve.add_argument("--run-dir", help="override run.run_dir")
+    serve.add_argument("--metrics-port", type=int, default=0, help=METRICS_PORT_HELP)
     serve.add_argument("--quiet", action="store_true", help="no progress bar")
     serve.set_defaults(func=_serve)
     status = subparsers.add_parser("status", help="the state of a running system, from its Control service")

@@ -223,7 +223,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             verifiers=verifiers.values(),
             unreachable={f.name: f"{f.code.name}: {f.details}" for f in (*lost_l, *lost_g, *lost_v)},
             max_staleness=core.config.algorithm.max_staleness,
-            pool_staleness=pool_staleness(core),
+            pool_staleness=core.pool_staleness(),
             generated_tokens_per_s=sum(g.tokens_per_s for g in generators.values()),
             trained_tokens_per_s=self._trained_tokens.per_second(TRAINED_WINDOW_S),
             steps_per_min=60.0 * self._steps.per_second(STEPS_WINDOW_S),
@@ -265,15 +265,6 @@ class ControlService(control_pb2_grpc.ControlServicer):
             raise PeerError("Checkpoint", failures)
         # The broker's journal needs no step here: every entry is flushed to the OS before its caller is answered.
         return next(iter(replies.values()))
-
-
-def pool_staleness(core: Broker) -> int:
-    """Learner version minus the oldest first-seen policy version of a pooled rollout; 0 for an empty pool.
-
-    Reads the core's pool directly: the broker has no accessor for it yet (a one-line ``Broker`` property would be
-    the better home for this)."""
-    versions = [held.version_first for held in core._pool]
-    return core.policy_version - min(versions) if versions else 0
 
 
 async def serve_control(service: ControlService, *, auth_token: str, **server_kwargs: Any) -> Server:

@@ -33,6 +33,7 @@ from ring_async.metrics import (
     LearnerCollector,
     StepMetrics,
     VerifierCollector,
+    sd_targets,
     serve_metrics,
 )
 from ring_async.transport import Server, open_channel, pack_batch
@@ -56,16 +57,17 @@ class _Host:
 
     role = ""
 
-    def __init__(self, config: RingConfig, instance: str, *, host: str = "127.0.0.1", auth_token: str | None = None):
+    def __init__(self, config: RingConfig, instance: str, *, host: str = "127.0.0.1", auth_token: str | None = None,
+                 metrics_port: int = 0):
         self.config = config
         self.instance = instance
         self.host = host
         self.auth_token = auth_token
         self.registry = CollectorRegistry()
-        # Ports to bind (0: any free one). A host started again after its actor was restarted binds the ports it
-        # had, so peers' channels reconnect by themselves and scrape targets stay valid.
+        # Ports to bind (0: any free one; the bound ones are in endpoint()). A host started again after its actor was
+        # restarted binds the ports it had, so peers' channels reconnect by themselves and scrape targets stay valid.
         self.port = 0
-        self.metrics_port = 0
+        self.metrics_port = metrics_port
         self.server: Server | None = None
         self._metrics_server: Any = None
         self._metrics_port = 0
@@ -77,9 +79,9 @@ class _Host:
         self._channels.append(channel)
         return channel
 
-    def _serve_metrics(self) -> None:
+    def _serve_metrics(self, **kwargs: Any) -> None:
         self._metrics_server, self._metrics_port = serve_metrics(self.registry, port=self.metrics_port,
-                                                                 host=self.host)
+                                                                 host=self.host, **kwargs)
 
     def endpoint(self) -> Endpoint:
         assert self.server is not None, "start() first"
@@ -119,6 +121,7 @@ class BrokerHost(_Host):
     def __init__(self, config: RingConfig, prompts: Sequence[Prompt], instance: str = "broker", **kwargs: Any):
         super().__init__(config, instance, **kwargs)
         self.prompts = list(prompts)
+        self.peers: list[Endpoint] = []  # known once start_control is called
 
     async def start(self) -> Endpoint:
         from ring_async.broker.durable import DurableBroker
@@ -127,15 +130,23 @@ class BrokerHost(_Host):
         self.broker = DurableBroker(self.config, self.prompts, run_dir=Path(self.config.run.run_dir))
         self.service = BrokerService(self.broker)
         self.server = await serve_broker(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
-        self.registry.register(BrokerCollector(self.broker.status, self.instance))
-        self._serve_metrics()
+        self.registry.register(BrokerCollector(self.broker.status, self.instance,
+                                               max_staleness=self.config.algorithm.max_staleness,
+                                               pool_staleness=self.broker.core.pool_staleness))
+        self._serve_metrics(targets=self.metrics_targets)
         return self.endpoint()
+
+    def metrics_targets(self) -> list[dict]:
+        """Every role's /metrics as Prometheus service discovery (served on this host's ``/targets``)."""
+        return sd_targets([self.endpoint(), *self.peers])
 
     async def start_control(self, peers: Sequence[Endpoint], control_token: str, port: int = 0) -> str:
         """Serve the public Control service beside the broker, once every peer is up; returns its address.
 
         Control calls the peers with the internal token; its own callers need ``control_token``."""
         from ring_async.control import ControlService, serve_control
+
+        self.peers = [e for e in peers if (e.role, e.instance) != (self.role, self.instance)]
 
         def channels(role: str) -> dict[str, grpc.aio.Channel]:
             return {e.instance: self.channel(e.address) for e in peers if e.role == role}
@@ -225,7 +236,7 @@ class GeneratorHost(_Host):
                                    tokenize=chat_tokenizer(tokenizer), tokenizer=tokenizer)
         self.service = GeneratorService(self.engine, self.loop, weight_update_timeout_s=gen.weight_update_timeout_s)
         self.server = await serve_generator(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
-        self.registry.register(GeneratorCollector(self.engine.stats, self.instance))
+        self.registry.register(GeneratorCollector(self.engine.stats, self.instance, loop_status=self.loop.status))
         self._serve_metrics()
         self._spawn(self.loop.run(self._stop))
         return self.endpoint()

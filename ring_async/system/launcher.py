@@ -4,6 +4,12 @@ Local (no ``address``): an embedded Ray instance with this machine's CPUs; every
 (``address`` of a running Ray head) each actor binds its node's address and reports it. Resources: each generator
 and the learner take one CPU (or a GPU where the config asks for CUDA); the broker and the verifier are light
 coordinators and take none, so a 2-core machine runs one generator and one learner side by side.
+
+Placement on a cluster: the broker (and Control beside it) runs on the driver's node, so its journal, the Control
+port and the metrics discovery URL are on a node the operator chose (the head, for ``ray job submit``). Where the
+cluster advertises a custom resource ``ring_async_<role>`` (``ring_async_verifier``, ``ring_async_generator``,
+``ring_async_learner``), each actor of that role takes one unit of it, which pins roles to node groups
+(deploy/ray, deploy/kubernetes); without it Ray places them by CPU/GPU alone.
 """
 
 from __future__ import annotations
@@ -43,6 +49,18 @@ def _gpu_share(device: str) -> float:
     import torch
 
     return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
+
+
+def _role_resources(ray, role: str) -> dict[str, float]:
+    """One unit of ``ring_async_<role>`` when the cluster advertises it (node groups made for that role), else none."""
+    name = f"ring_async_{role}"
+    return {name: 1.0} if ray.cluster_resources().get(name, 0) > 0 else {}
+
+
+def _on_driver_node(ray) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _follow(ray, supervisor: Supervisor, learner: str, max_steps: int | None, timeout_s: float | None,
@@ -94,7 +112,7 @@ def _follow(ray, supervisor: Supervisor, learner: str, max_steps: int | None, ti
 def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int | None,
                address: str | None = None, generators: int = 1, timeout_s: float | None = None,
                progress: bool = True, control_token: str | None = None, control_port: int = 0,
-               time_budget_s: float | None = None, actor_logs: bool = True,
+               time_budget_s: float | None = None, actor_logs: bool = True, metrics_port: int = 0,
                on_started: Callable[[RayRunResult], None] | None = None) -> RayRunResult:
     """Train ``max_steps`` optimizer steps with the roles as Ray actors; returns when the learner is done.
 
@@ -106,7 +124,9 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
     raises on SIGTERM too), then writes a final checkpoint and stops every role.
 
     The public Control service is served next to the broker with ``control_token`` (a fresh random one when None,
-    returned in the result); ``on_started`` is called once every role and Control are up."""
+    returned in the result); ``on_started`` is called once every role and Control are up. ``metrics_port`` fixes the
+    broker's /metrics port (0: any free one), which also serves ``/targets``: Prometheus HTTP service discovery of
+    every role's /metrics (the other roles bind free ports)."""
     import ray
 
     from actors.roles import BrokerActor, GeneratorActor, LearnerActor, VerifierActor
@@ -124,23 +144,29 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
     actors: list[Any] = []
     result = RayRunResult(control_token=control_token or secrets.token_urlsafe(32))
     try:
-        def opts(instance: str) -> dict[str, Any]:
-            # Named after the run, so operators (and tests) find a role with ray.get_actor(actor_name(...)).
-            return {"max_restarts": config.run.max_restarts, "name": actor_name(config, instance)}
+        def opts(instance: str, role: str) -> dict[str, Any]:
+            # Named after the run, so operators (and tests) find a role with ray.get_actor(actor_name(...)); the
+            # broker stays on the driver's node (its journal, Control and /targets live there, and a restarted
+            # broker must come back at the same address); the others take their node group's resource, if any.
+            placement = ({"scheduling_strategy": _on_driver_node(ray)} if role == "broker"
+                         else {"resources": _role_resources(ray, role)})
+            return {"max_restarts": config.run.max_restarts, "name": actor_name(config, instance), **placement}
 
-        broker = BrokerActor.options(num_cpus=0, **opts("broker")).remote(cfg, list(prompts), **common)
+        broker = BrokerActor.options(num_cpus=0, **opts("broker", "broker")).remote(
+            cfg, list(prompts), metrics_port=metrics_port, **common)
         actors.append(broker)
         b = ray.get(broker.start.remote())
-        verifier = VerifierActor.options(num_cpus=0, **opts("verifier-0")).remote(cfg, b.address, **common)
+        verifier = VerifierActor.options(num_cpus=0, **opts("verifier-0", "verifier")).remote(cfg, b.address, **common)
         actors.append(verifier)
         v = ray.get(verifier.start.remote())
         gens = [GeneratorActor.options(num_cpus=1, num_gpus=_gpu_share(config.generation.device),
-                                       **opts(f"generator-{i}")).remote(
+                                       **opts(f"generator-{i}", "generator")).remote(
                     cfg, str(policy_path), b.address, v.address, instance=f"generator-{i}", **common)
                 for i in range(generators)]
         actors.extend(gens)
         g = ray.get([gen.start.remote() for gen in gens])
-        learner = LearnerActor.options(num_cpus=1, num_gpus=_gpu_share(config.learner.device), **opts("learner-0")).remote(
+        learner = LearnerActor.options(num_cpus=1, num_gpus=_gpu_share(config.learner.device),
+                                       **opts("learner-0", "learner")).remote(
             cfg, str(policy_path), b.address, {e.instance: e.address for e in g}, max_steps=max_steps, **common)
         actors.append(learner)
         result.endpoints = [b, v, *g, ray.get(learner.start.remote())]
@@ -152,7 +178,8 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         supervisor.control_port = int(result.control_address.rsplit(":", 1)[1])
         for actor, endpoint in zip(actors, result.endpoints):
             supervisor.add(actor, endpoint)
-        log.info("control at %s", result.control_address)
+        log.info("control at %s; every role's /metrics listed at http://%s:%d/targets", result.control_address,
+                 b.address.rsplit(":", 1)[0], b.metrics_port)
         if on_started is not None:
             on_started(result)
         try:
