@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def _stage(config: RingConfig, name: str, policy: Path, records, steps: int) -> 
     from ring_async.system.launcher import run_on_ray
 
     stage_dir = Path(config.run.run_dir) / f"rl-{name}"
+    if stage_dir.exists():
+        # A run directory resumes what it holds (journal, checkpoints); the demo is a fresh run from the SFT policy.
+        shutil.rmtree(stage_dir)
     stage = config.model_copy(update={"run": config.run.model_copy(update={"run_dir": str(stage_dir)})})
     print(f"ring-async demo: {name} RL, {steps} steps of Φ={config.algorithm.budget_tokens} tokens "
           f"on {len(records)} tasks (K={config.broker.group_size}, mode {config.run.mode})", flush=True)
