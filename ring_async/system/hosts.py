@@ -159,7 +159,8 @@ class BrokerHost(_Host):
         return self.control_server.address
 
     def set_peer(self, peer: Endpoint) -> None:
-        """A peer came back at a new address: Control calls it there from now on."""
+        """A peer came back at a new address: Control calls it there, and /targets lists it there, from now on."""
+        self.peers = [peer if (e.role, e.instance) == (peer.role, peer.instance) else e for e in self.peers]
         if getattr(self, "control", None) is not None:
             self.control.set_peer(peer.role, peer.instance, self.channel(peer.address))
 
