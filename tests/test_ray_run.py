@@ -55,6 +55,16 @@ def test_run_trains_on_local_ray_and_eval_reads_the_result(tmp_path, policy_dir)
     assert report["prompts"] == 4 and 0.0 <= report["avg@1"] <= 1.0
     assert report["policy"].endswith("step-000002/policy")
 
+    # The same command on the same run directory resumes it: the broker replays its journal, the learner starts from
+    # the step-2 checkpoint, and only the third step is trained.
+    more = cli("run", "--config", str(path), "--start-from", str(policy_dir), "--steps", "3")
+    assert more.returncode == 0, more.stderr[-3000:]
+    resumed = json.loads(more.stdout.strip().splitlines()[-1])
+    assert resumed["steps"] == 3 and resumed["step_tokens_min"] == resumed["step_tokens_max"] == 96
+    steps = [json.loads(line)["step"] for line in (run_dir / "learner-steps.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-000003"
+
 
 def test_run_refuses_bad_arguments_with_one_line(tmp_path):
     for args, words in ((["run", "--steps", "0"], "--steps"), (["run", "--steps", "1", "--reward-types", "poetry"],
