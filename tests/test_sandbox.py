@@ -359,6 +359,46 @@ print(" ".join(report))
     listener.close()
 
 
+def test_only_tmp_and_dev_shm_are_writable(judge, canary):
+    # /dev is a handful of device nodes on the read-only root (no tmpfs of its own, no pseudo-terminals); /tmp and
+    # /dev/shm are the only writable places, and both are size-capped.
+    source = r'''
+import errno, os
+report = []
+for directory in ("/", "/dev", "/usr", "/etc", "/tmp", "/dev/shm"):
+    try:
+        with open(os.path.join(directory, "probe-file"), "w") as f:
+            f.write("x")
+        report.append("w")
+    except OSError:
+        report.append("ro")
+with open("/dev/null", "w") as f:
+    f.write("discarded")
+with open("/dev/zero", "rb") as f, open("/dev/urandom", "rb") as g:
+    report.append(str(len(f.read(8)) + len(g.read(8))))
+report.append(",".join(sorted(os.listdir("/dev"))))
+for directory in ("/tmp", "/dev/shm"):
+    chunk, outcome = b"x" * (1 << 20), "uncapped"
+    try:
+        for i in range(6):  # 6 files x 15 MiB: over the 64 MiB cap, each under RLIMIT_FSIZE
+            with open(os.path.join(directory, "fill-%d" % i), "wb") as f:
+                for _ in range(15):
+                    f.write(chunk)
+    except OSError as err:
+        outcome = errno.errorcode[err.errno]
+    for i in range(6):
+        try:
+            os.unlink(os.path.join(directory, "fill-%d" % i))
+        except OSError:
+            pass
+    report.append(outcome)
+print(" ".join(report))
+'''
+    expected = "ro ro ro ro w w 16 fd,full,null,random,shm,stderr,stdin,stdout,urandom,zero ENOSPC ENOSPC"
+    result = judged(judge, source, one_case(expected, time_limit_s=4))
+    assert result.verdict == V.ACCEPTED, result.details
+
+
 def test_secrets_and_host_files_are_invisible(judge, canary):
     _, host_file = canary
     source = f'''

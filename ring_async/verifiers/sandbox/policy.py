@@ -26,6 +26,16 @@ JAIL_UID = 1000  # the uid and gid a program sees inside its user namespace
 NAMESPACES = ("user", "pid", "mount", "network", "ipc", "uts", "cgroup")
 ROOT_DIRS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 MIN_JAIL_PYTHON = (3, 9)  # os.pidfd_open
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+# A minimal /dev on the read-only root: the five harmless device nodes, the stdio links, and /dev/shm (a size-capped
+# tmpfs, mounted below). Unlike bwrap's --dev, no tmpfs of its own (which was writable and had no size cap), no
+# devpts (pseudo-terminals), no /dev/tty; also three mounts fewer per jail.
+DEV_ARGS = (
+    *(arg for node in DEV_NODES for arg in ("--dev-bind", f"/dev/{node}", f"/dev/{node}")),
+    "--symlink", "/proc/self/fd", "/dev/fd",
+    *(arg for fd, name in enumerate(("stdin", "stdout", "stderr"))
+      for arg in ("--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}")),
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class HostSandbox:
             "bubblewrap": self.bwrap_version if self.ok else f"unavailable: {self.reason}",
             "namespaces": list(NAMESPACES) if self.ok else [],
             "network": "loopback only (new network namespace)",
-            "root": "read-only /usr and loader links; size-capped tmpfs /tmp and /dev/shm; fresh /proc; minimal /dev",
+            "root": "read-only /usr and loader links; size-capped tmpfs /tmp and /dev/shm; fresh /proc; minimal read-only /dev",
             "environment": "cleared; only PATH, HOME, TMPDIR, LANG (and PWD, set by bwrap)",
             "no_new_privs": self.no_new_privs,
             "seccomp": "deny-list filter" if self.seccomp else f"off: {self.seccomp_note}",
@@ -149,7 +159,7 @@ def bwrap_argv(host: HostSandbox, policy: SandboxPolicy, seccomp_fd: int | None,
         argv.append("--disable-userns")
     for op in host.root_layout:
         argv.extend(op)
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--proc", "/proc", *DEV_ARGS]
     for target in ("/tmp", "/dev/shm"):
         if host.tmpfs_size:
             argv += ["--size", str(policy.tmpfs_bytes)]
