@@ -13,7 +13,8 @@ import pytest
 
 from ring_async.verifiers import verdicts as V
 from ring_async.verifiers.errors import VerifierError
-from ring_async.verifiers.sandbox import CodeJudge, probe, seccomp
+from ring_async.verifiers.sandbox import CodeJudge, cgroups, probe, seccomp
+from ring_async.verifiers.sandbox.cgroups import CgroupPool
 from ring_async.verifiers.sandbox.compare import compare_stdout, equal_values
 from ring_async.verifiers.sandbox.harness import Unserialisable, imported_modules, to_json
 from ring_async.verifiers.sandbox.jail import Jail, filter_program
@@ -531,6 +532,66 @@ def test_jail_teardown_leaves_no_process_and_no_cgroup():
     if jail.cgroup is not None:
         assert members  # the tree was in the cgroup
         assert not any(path.exists() for path in jail.cgroup.dirs.values())
+
+
+def test_memory_limit_verdicts_on_reused_cgroups():
+    """Jail cgroups are reused: the kernel's OOM count of a cgroup cannot be reset, so an OOM kill in one program must
+    not turn a later program's SIGKILL into memory_limit."""
+    if not probe().cgroups.bases or "memory" not in probe().cgroups.bases:
+        pytest.skip("no memory cgroup on this machine")
+    oom = (
+        "import os, time\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        block = bytearray(70 * 2 ** 20)\n"
+        "        time.sleep(600)\n"
+        "time.sleep(0.5)\n"
+        "block = bytearray(240 * 2 ** 20)  # together over the jail's cgroup limit; this process is the largest\n"
+        "time.sleep(600)\n"
+    )
+    killed = "import os\nos.kill(os.getpid(), 9)\n"
+    with CodeJudge(pool_size=1) as judge:
+        result = judge.judge(oom, one_case("1", time_limit_s=2))
+        assert result.verdict == V.MEMORY_LIMIT, result.details
+        for _ in range(5):  # the released cgroups are reused first in, first out: the OOM'd one comes round
+            result = judge.judge(killed, one_case("1"))
+            assert result.verdict == V.RUNTIME_ERROR and result.details["signal"] == 9, result.details
+        judge.wait_for_teardowns()
+        stats = judge.pool_stats()
+        assert stats["cgroups"]["reused"] >= 3 and stats["cgroups"]["discarded"] == 0, stats
+        assert stats["teardown_failures"] == 0
+
+
+def test_cgroup_pool_reuses_only_emptied_cgroups(monkeypatch):
+    support = probe().cgroups
+    if "memory" not in support.bases:
+        pytest.skip("no memory cgroup on this machine")
+    pool = CgroupPool(support, f"jail-test-{marker()}")
+    try:
+        first = pool.acquire()
+        first.set_limits(8, 32 << 20, 1.0)
+        # A host process OOM-killed in it: the count is the jail's; the reused cgroup starts from zero.
+        proc = subprocess.Popen(["python3", "-c", "import sys; sys.stdin.read(1); b = bytearray(200 << 20)"],
+                                stdin=subprocess.PIPE)
+        first.attach([proc.pid])
+        proc.stdin.write(b"x")
+        proc.stdin.close()
+        assert proc.wait(30) == -9
+        assert first.oom_kills() == 1
+        pool.release(first, first.kill_all())
+        again = pool.acquire()
+        assert again is first and again.oom_kills() == 0 and pool.stats()["reused"] == 1
+        # Not emptied, or too much memory left charged to it: removed, never handed out again.
+        pool.release(again, False)
+        assert not any(path.exists() for path in first.dirs.values())
+        other = pool.acquire()
+        assert other is not first
+        monkeypatch.setattr(cgroups, "REUSE_MAX_CHARGE_BYTES", -1)
+        pool.release(other, other.kill_all())
+        assert not any(path.exists() for path in other.dirs.values())
+        assert pool.stats()["discarded"] == 2
+    finally:
+        pool.close()
 
 
 # -- the pieces --------------------------------------------------------------------------------------------------------
