@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from ring_async.verifiers.sandbox import seccomp
 from ring_async.verifiers.sandbox.cgroups import CgroupPool, JailCgroup
 from ring_async.verifiers.sandbox.policy import (
-    HostSandbox, SandboxPolicy, bwrap_argv, harness_command, launch_prefix, popen_identity,
+    HostSandbox, SandboxPolicy, bwrap_argv, harness_command, harness_payload, launch_prefix, popen_identity,
 )
 
 READY = b"R"
@@ -68,6 +68,12 @@ class Jail:
         finally:
             if seccomp_r is not None:
                 os.close(seccomp_r)
+        assert self.proc.stdin is not None
+        try:
+            # The harness itself (~36 KB: fits the pipe's buffer, so this does not wait for the jail to start).
+            self.proc.stdin.write(harness_payload(host))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # bubblewrap failed already: poll_ready reports it
         self.started_at = time.monotonic()
         self.ready = False
 
