@@ -16,7 +16,7 @@ from ring_async.verifiers.errors import VerifierError
 from ring_async.verifiers.sandbox import CodeJudge, cgroups, probe, seccomp
 from ring_async.verifiers.sandbox.cgroups import CgroupPool
 from ring_async.verifiers.sandbox.compare import compare_stdout, equal_values
-from ring_async.verifiers.sandbox.harness import Unserialisable, imported_modules, to_json
+from ring_async.verifiers.sandbox.harness import Unserialisable, compile_program, imported_modules, to_json
 from ring_async.verifiers.sandbox.jail import Jail, filter_program
 from ring_async.verifiers.sandbox.policy import SandboxPolicy
 from ring_async.verifiers.tests_format import parse_tests
@@ -551,7 +551,8 @@ def test_memory_limit_verdicts_on_reused_cgroups():
     )
     killed = "import os\nos.kill(os.getpid(), 9)\n"
     with CodeJudge(pool_size=1) as judge:
-        result = judge.judge(oom, one_case("1", time_limit_s=2))
+        # (a generous time limit: on a loaded machine the 1-core cgroup quota makes zeroing 500 MB take seconds)
+        result = judge.judge(oom, one_case("1", time_limit_s=6))
         assert result.verdict == V.MEMORY_LIMIT, result.details
         for _ in range(5):  # the released cgroups are reused first in, first out: the OOM'd one comes round
             result = judge.judge(killed, one_case("1"))
@@ -628,6 +629,35 @@ def test_harness_json_never_trusts_the_value():
     for bad in ({1, 2}, object(), {1: 2}):
         with pytest.raises(Unserialisable):
             to_json(bad)
+
+
+def test_programs_compile_as_with_compile():
+    # The harness compiles through the C API (no ast classes created); it must be compile() exactly.
+    def same(a, b):
+        return a == b and a.co_filename == b.co_filename and a.co_flags == b.co_flags and all(
+            same(x, y) if isinstance(x, type(a)) else x == y for x, y in zip(a.co_consts, b.co_consts))
+
+    def outcome(fn):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - comparing which exception each raises
+            return type(err).__name__, str(err)
+
+    sources = [
+        "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n",
+        "from __future__ import annotations\ndef f(x: Foo) -> Bar:\n    return x\n",
+        "# -*- coding: latin-1 -*-\nprint('\u00e9')\n",  # str source: the cookie is ignored
+        "class A:\n    def m(self):\n        return [i * i for i in range(10)]\nasync def g():\n    await h()\n",
+        "match x:\n    case [1, *rest]:\n        pass\n",
+        "def broken(:\n", "x = \0\n", "print('\ud800')\n", "(" * 300 + ")" * 300, "return 5\n", "  x = 1\n",
+    ]
+    for source in sources:
+        ours = outcome(lambda: compile_program(source))
+        builtin = outcome(lambda: compile(source, "solution.py", "exec", dont_inherit=True))
+        if isinstance(builtin, tuple):
+            assert ours == builtin, source
+        else:
+            assert same(ours, builtin), source
 
 
 def test_imports_are_found_by_text():
