@@ -400,6 +400,25 @@ print(" ".join(report))
     assert result.verdict == V.ACCEPTED, result.details
 
 
+def test_case_stdio_is_fresh_in_every_case(judge):
+    # sys.stdin/stdout/stderr are built once per job in the harness; each case must still get them as if built in
+    # its own process: stdin seekable at its start, holding only this case's input.
+    source = "import sys\nprint(sys.stdin.seekable(), sys.stdout.seekable(), sys.stderr.seekable(), " \
+             "sys.stdin.tell(), sys.stdin.read().split())\nsys.stdin.seek(0)\nprint(sys.stdin.read().split())\n"
+    tests = parse_tests({"mode": "stdio", "cases": [
+        {"input": "a b\n", "output": "True False False 0 ['a', 'b'] ['a', 'b']"},
+        {"input": "c\n", "output": "True False False 0 ['c'] ['c']"}]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+    # What one case does to its streams (closing, replacing, half-reading) is gone in the next.
+    source = "import sys\nprint(sys.stdin.readline().strip(), sys.stdin.closed, sys.stderr.closed)\n" \
+             "sys.stdin.close()\nsys.stderr.close()\nsys.stdout.write('x')\n"
+    tests = parse_tests({"mode": "stdio", "cases": [
+        {"input": f"line{i}\nrest\n", "output": f"line{i} False False\nx"} for i in range(3)]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+
+
 def test_secrets_and_host_files_are_invisible(judge, canary):
     _, host_file = canary
     source = f'''

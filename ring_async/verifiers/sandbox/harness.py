@@ -488,7 +488,7 @@ def _python_child(code, mode, entry, args, stdio):
     import _signal
 
     _signal.signal(SIGXFSZ, SIG_DFL)  # over the file-size limit means killed, not a silent OSError
-    sys.stdin, sys.stdout, sys.stderr = _new_stdio()
+    sys.stdin, sys.stdout, sys.stderr = stdio
     sys.argv = ["solution.py"]
     exit_code = 0
     lines = []
@@ -641,7 +641,7 @@ def _run_job(job):
         return
     limits = _limits(job)
     python = job["lang"] == "python"
-    stdio = None
+    stdio = _stdio_template() if python else None
     memory_base = _vm_size_bytes() if python else 0
     for index, case in enumerate(job["cases"]):
         if python:
