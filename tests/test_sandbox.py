@@ -3,6 +3,7 @@ host is unharmed, and the next program is judged normally. Plus the ordinary ver
 itself, and the sandbox_error path (retried once, then masked)."""
 
 import dataclasses
+import json
 import os
 import random
 import socket
@@ -648,6 +649,12 @@ def test_harness_json_never_trusts_the_value():
     for bad in ({1, 2}, object(), {1: 2}):
         with pytest.raises(Unserialisable):
             to_json(bad)
+    # The escaping (an ASCII fast path and a per-character loop) is JSON's own, character for character.
+    rng = random.Random(7)
+    alphabet = [chr(code) for code in range(0x100)] + ["\u2028", "\ud800", "\uffff", "\U0001F600"]
+    for n in range(2000):
+        text = "".join(rng.choice(alphabet[:0x80] if n % 2 else alphabet) for _ in range(rng.randint(0, 40)))
+        assert to_json(text) == json.dumps(text)
 
 
 def test_programs_compile_as_with_compile():

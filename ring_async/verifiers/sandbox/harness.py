@@ -81,6 +81,9 @@ def _receive():
 # -- JSON without the json module ----------------------------------------------------------------------------------
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+# The same escapes for every ASCII character that needs one, as a str.translate table: ASCII text (nearly every
+# frame: a case's stdout and stderr) is escaped in C instead of character by character.
+_ASCII_ESCAPES = {code: _ESCAPES.get(chr(code), "\\u%04x" % code) for code in (*range(0x20), 0x22, 0x5C, 0x7F)}
 
 
 class Unserialisable(Exception):
@@ -88,6 +91,14 @@ class Unserialisable(Exception):
 
 
 def _json_str(text):
+    if text.isascii():
+        # Program output is mostly printable ASCII, newlines and tabs: C-speed replaces; text with other control
+        # characters (or DEL) goes through the table.
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        escaped = escaped.replace("\r", "\\r")
+        if escaped.isprintable():
+            return '"' + escaped + '"'
+        return '"' + text.translate(_ASCII_ESCAPES) + '"'
     out = ['"']
     for ch in text:
         code = ord(ch)
