@@ -139,6 +139,8 @@ def detect() -> CgroupSupport:
             reasons.append(f"{base}/cgroup.subtree_control: {err.strerror or err} (controllers not delegated)")
             _remove_dir(base)
             break
+        if "cpu" in wanted:
+            _weigh_as_processes(base / "cpu.weight", 100)
         return CgroupSupport("v2", {c: base for c in wanted}, "; ".join(reasons))
     bases: dict[str, Path] = {}
     for controller in CONTROLLERS:
@@ -152,9 +154,22 @@ def detect() -> CgroupSupport:
             reasons.append(f"{controller}: {reason}")
             continue
         bases[controller] = base
+        if controller == "cpu":
+            _weigh_as_processes(base / "cpu.shares", 1024)
     if bases:
         return CgroupSupport("v1", bases, "; ".join(reasons))
     return CgroupSupport(None, {}, "; ".join(reasons) or "no cgroup filesystem")
+
+
+def _weigh_as_processes(path: Path, default_weight: int) -> None:
+    """Give the jails' parent cgroup the CPU weight of one ordinary process per core. By default the whole group,
+    every jail in it, weighs what one process does against the machine's other processes, so under contention the
+    sandbox got a fraction of the CPU it had without a cpu cgroup (measured: ~25% fewer programs/s on a shared
+    2-core machine, at the same CPU cost per program). Best effort: the default weight stays where it cannot be set."""
+    try:
+        path.write_text(str(default_weight * (os.cpu_count() or 1)))
+    except OSError:
+        pass
 
 
 def _remove_dir(path: Path) -> None:
