@@ -286,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-code", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    import ring_async
+
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "processor": platform.processor() or platform.machine()}}
+                                "processor": platform.processor() or platform.machine()},
+                    "code": os.path.dirname(os.path.dirname(os.path.abspath(ring_async.__file__)))}
     if not args.skip_math:
         checks = math_workload(args.groups, args.seed)
         report["math"] = bench_math(checks, args.workers, cache=True, in_flight=args.in_flight)
@@ -299,4 +302,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, measure the checkout this file is in: an editable install of ring-async elsewhere (a main
+    # checkout, while this one is a worktree) would otherwise be imported instead, and measured under this name.
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise SystemExit(main())
