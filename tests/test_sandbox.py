@@ -3,6 +3,7 @@ host is unharmed, and the next program is judged normally. Plus the ordinary ver
 itself, and the sandbox_error path (retried once, then masked)."""
 
 import dataclasses
+import json
 import os
 import random
 import socket
@@ -13,9 +14,10 @@ import pytest
 
 from ring_async.verifiers import verdicts as V
 from ring_async.verifiers.errors import VerifierError
-from ring_async.verifiers.sandbox import CodeJudge, probe, seccomp
+from ring_async.verifiers.sandbox import CodeJudge, cgroups, probe, seccomp
+from ring_async.verifiers.sandbox.cgroups import CgroupPool
 from ring_async.verifiers.sandbox.compare import compare_stdout, equal_values
-from ring_async.verifiers.sandbox.harness import Unserialisable, imported_modules, to_json
+from ring_async.verifiers.sandbox.harness import Unserialisable, compile_program, imported_modules, to_json
 from ring_async.verifiers.sandbox.jail import Jail, filter_program
 from ring_async.verifiers.sandbox.policy import SandboxPolicy
 from ring_async.verifiers.tests_format import parse_tests
@@ -359,6 +361,65 @@ print(" ".join(report))
     listener.close()
 
 
+def test_only_tmp_and_dev_shm_are_writable(judge, canary):
+    # /dev is a handful of device nodes on the read-only root (no tmpfs of its own, no pseudo-terminals); /tmp and
+    # /dev/shm are the only writable places, and both are size-capped.
+    source = r'''
+import errno, os
+report = []
+for directory in ("/", "/dev", "/usr", "/etc", "/tmp", "/dev/shm"):
+    try:
+        with open(os.path.join(directory, "probe-file"), "w") as f:
+            f.write("x")
+        report.append("w")
+    except OSError:
+        report.append("ro")
+with open("/dev/null", "w") as f:
+    f.write("discarded")
+with open("/dev/zero", "rb") as f, open("/dev/urandom", "rb") as g:
+    report.append(str(len(f.read(8)) + len(g.read(8))))
+report.append(",".join(sorted(os.listdir("/dev"))))
+for directory in ("/tmp", "/dev/shm"):
+    chunk, outcome = b"x" * (1 << 20), "uncapped"
+    try:
+        for i in range(6):  # 6 files x 15 MiB: over the 64 MiB cap, each under RLIMIT_FSIZE
+            with open(os.path.join(directory, "fill-%d" % i), "wb") as f:
+                for _ in range(15):
+                    f.write(chunk)
+    except OSError as err:
+        outcome = errno.errorcode[err.errno]
+    for i in range(6):
+        try:
+            os.unlink(os.path.join(directory, "fill-%d" % i))
+        except OSError:
+            pass
+    report.append(outcome)
+print(" ".join(report))
+'''
+    expected = "ro ro ro ro w w 16 fd,full,null,random,shm,stderr,stdin,stdout,urandom,zero ENOSPC ENOSPC"
+    result = judged(judge, source, one_case(expected, time_limit_s=4))
+    assert result.verdict == V.ACCEPTED, result.details
+
+
+def test_case_stdio_is_fresh_in_every_case(judge):
+    # sys.stdin/stdout/stderr are built once per job in the harness; each case must still get them as if built in
+    # its own process: stdin seekable at its start, holding only this case's input.
+    source = "import sys\nprint(sys.stdin.seekable(), sys.stdout.seekable(), sys.stderr.seekable(), " \
+             "sys.stdin.tell(), sys.stdin.read().split())\nsys.stdin.seek(0)\nprint(sys.stdin.read().split())\n"
+    tests = parse_tests({"mode": "stdio", "cases": [
+        {"input": "a b\n", "output": "True False False 0 ['a', 'b'] ['a', 'b']"},
+        {"input": "c\n", "output": "True False False 0 ['c'] ['c']"}]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+    # What one case does to its streams (closing, replacing, half-reading) is gone in the next.
+    source = "import sys\nprint(sys.stdin.readline().strip(), sys.stdin.closed, sys.stderr.closed)\n" \
+             "sys.stdin.close()\nsys.stderr.close()\nsys.stdout.write('x')\n"
+    tests = parse_tests({"mode": "stdio", "cases": [
+        {"input": f"line{i}\nrest\n", "output": f"line{i} False False\nx"} for i in range(3)]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+
+
 def test_secrets_and_host_files_are_invisible(judge, canary):
     _, host_file = canary
     source = f'''
@@ -493,6 +554,67 @@ def test_jail_teardown_leaves_no_process_and_no_cgroup():
         assert not any(path.exists() for path in jail.cgroup.dirs.values())
 
 
+def test_memory_limit_verdicts_on_reused_cgroups():
+    """Jail cgroups are reused: the kernel's OOM count of a cgroup cannot be reset, so an OOM kill in one program must
+    not turn a later program's SIGKILL into memory_limit."""
+    if not probe().cgroups.bases or "memory" not in probe().cgroups.bases:
+        pytest.skip("no memory cgroup on this machine")
+    oom = (
+        "import os, time\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        block = bytearray(70 * 2 ** 20)\n"
+        "        time.sleep(600)\n"
+        "time.sleep(0.5)\n"
+        "block = bytearray(240 * 2 ** 20)  # together over the jail's cgroup limit; this process is the largest\n"
+        "time.sleep(600)\n"
+    )
+    killed = "import os\nos.kill(os.getpid(), 9)\n"
+    with CodeJudge(pool_size=1) as judge:
+        # (a generous time limit: on a loaded machine the 1-core cgroup quota makes zeroing 500 MB take seconds)
+        result = judge.judge(oom, one_case("1", time_limit_s=6))
+        assert result.verdict == V.MEMORY_LIMIT, result.details
+        for _ in range(5):  # the released cgroups are reused first in, first out: the OOM'd one comes round
+            result = judge.judge(killed, one_case("1"))
+            assert result.verdict == V.RUNTIME_ERROR and result.details["signal"] == 9, result.details
+        judge.wait_for_teardowns()
+        stats = judge.pool_stats()
+        assert stats["cgroups"]["reused"] >= 3 and stats["cgroups"]["discarded"] == 0, stats
+        assert stats["teardown_failures"] == 0
+
+
+def test_cgroup_pool_reuses_only_emptied_cgroups(monkeypatch):
+    support = probe().cgroups
+    if "memory" not in support.bases:
+        pytest.skip("no memory cgroup on this machine")
+    pool = CgroupPool(support, f"jail-test-{marker()}")
+    try:
+        first = pool.acquire()
+        first.set_limits(8, 32 << 20, 1.0)
+        # A host process OOM-killed in it: the count is the jail's; the reused cgroup starts from zero.
+        proc = subprocess.Popen(["python3", "-c", "import sys; sys.stdin.read(1); b = bytearray(200 << 20)"],
+                                stdin=subprocess.PIPE)
+        first.attach([proc.pid])
+        proc.stdin.write(b"x")
+        proc.stdin.close()
+        assert proc.wait(30) == -9
+        assert first.oom_kills() == 1
+        pool.release(first, first.kill_all())
+        again = pool.acquire()
+        assert again is first and again.oom_kills() == 0 and pool.stats()["reused"] == 1
+        # Not emptied, or too much memory left charged to it: removed, never handed out again.
+        pool.release(again, False)
+        assert not any(path.exists() for path in first.dirs.values())
+        other = pool.acquire()
+        assert other is not first
+        monkeypatch.setattr(cgroups, "REUSE_MAX_CHARGE_BYTES", -1)
+        pool.release(other, other.kill_all())
+        assert not any(path.exists() for path in other.dirs.values())
+        assert pool.stats()["discarded"] == 2
+    finally:
+        pool.close()
+
+
 # -- the pieces --------------------------------------------------------------------------------------------------------
 
 
@@ -527,6 +649,41 @@ def test_harness_json_never_trusts_the_value():
     for bad in ({1, 2}, object(), {1: 2}):
         with pytest.raises(Unserialisable):
             to_json(bad)
+    # The escaping (an ASCII fast path and a per-character loop) is JSON's own, character for character.
+    rng = random.Random(7)
+    alphabet = [chr(code) for code in range(0x100)] + ["\u2028", "\ud800", "\uffff", "\U0001F600"]
+    for n in range(2000):
+        text = "".join(rng.choice(alphabet[:0x80] if n % 2 else alphabet) for _ in range(rng.randint(0, 40)))
+        assert to_json(text) == json.dumps(text)
+
+
+def test_programs_compile_as_with_compile():
+    # The harness compiles through the C API (no ast classes created); it must be compile() exactly.
+    def same(a, b):
+        return a == b and a.co_filename == b.co_filename and a.co_flags == b.co_flags and all(
+            same(x, y) if isinstance(x, type(a)) else x == y for x, y in zip(a.co_consts, b.co_consts))
+
+    def outcome(fn):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - comparing which exception each raises
+            return type(err).__name__, str(err)
+
+    sources = [
+        "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n",
+        "from __future__ import annotations\ndef f(x: Foo) -> Bar:\n    return x\n",
+        "# -*- coding: latin-1 -*-\nprint('\u00e9')\n",  # str source: the cookie is ignored
+        "class A:\n    def m(self):\n        return [i * i for i in range(10)]\nasync def g():\n    await h()\n",
+        "match x:\n    case [1, *rest]:\n        pass\n",
+        "def broken(:\n", "x = \0\n", "print('\ud800')\n", "(" * 300 + ")" * 300, "return 5\n", "  x = 1\n",
+    ]
+    for source in sources:
+        ours = outcome(lambda: compile_program(source))
+        builtin = outcome(lambda: compile(source, "solution.py", "exec", dont_inherit=True))
+        if isinstance(builtin, tuple):
+            assert ours == builtin, source
+        else:
+            assert same(ours, builtin), source
 
 
 def test_imports_are_found_by_text():

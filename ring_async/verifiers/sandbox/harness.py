@@ -8,6 +8,7 @@ non-dumpable so no child can open its memory or file descriptors through /proc.
 
 Protocol (frames are a 4-byte big-endian length and a payload):
 
+    host -> harness   marshal code of this file         read by the boot stub on the command line (policy.py)
     harness -> host   b"R"                              ready, waiting for the job
     host -> harness   marshal {job}                     language, mode, source, inputs, limits (never outputs)
     host -> harness   marshal {"token": ...}            read only after the last case: never in a child's memory
@@ -18,14 +19,14 @@ Protocol (frames are a 4-byte big-endian length and a payload):
 Host-to-harness frames are marshal (trusted direction, no import needed); harness-to-host frames are JSON, which
 the host can parse safely whatever a compromised jail sends. Expected outputs never enter the jail: the host compares.
 
-Start-up cost is the point of a warm jail, so this file imports almost nothing (no json, no signal, no ctypes: each
-costs milliseconds per jail). The program's own standard-library imports from a safe list are imported here, once,
+Start-up cost is the point of a warm jail, so this file imports almost nothing (no json, no signal, not even os: each
+costs milliseconds per jail; ``posix`` is os's built-in C half). The program's own standard-library imports from a safe list are imported here, once,
 before the cases fork, so each case finds them loaded. Standard library only: this runs on the system interpreter
 inside a read-only root that has no ring-async installed.
 """
 
 import marshal
-import os
+import posix as os  # not ``import os``: that loads os, stat, posixpath and _collections_abc (~1.5 ms a jail)
 import sys
 
 HOST_IN = 0
@@ -80,6 +81,9 @@ def _receive():
 # -- JSON without the json module ----------------------------------------------------------------------------------
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+# The same escapes for every ASCII character that needs one, as a str.translate table: ASCII text (nearly every
+# frame: a case's stdout and stderr) is escaped in C instead of character by character.
+_ASCII_ESCAPES = {code: _ESCAPES.get(chr(code), "\\u%04x" % code) for code in (*range(0x20), 0x22, 0x5C, 0x7F)}
 
 
 class Unserialisable(Exception):
@@ -87,6 +91,14 @@ class Unserialisable(Exception):
 
 
 def _json_str(text):
+    if text.isascii():
+        # Program output is mostly printable ASCII, newlines and tabs: C-speed replaces; text with other control
+        # characters (or DEL) goes through the table.
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        escaped = escaped.replace("\r", "\\r")
+        if escaped.isprintable():
+            return '"' + escaped + '"'
+        return '"' + text.translate(_ASCII_ESCAPES) + '"'
     out = ['"']
     for ch in text:
         code = ord(ch)
@@ -157,6 +169,45 @@ def _set_non_dumpable():
     prctl = _Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
     if prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError("prctl(PR_SET_DUMPABLE) failed")
+
+
+PY_FILE_INPUT = 257  # Include/compile.h
+PYCF_SOURCE_IS_UTF8 = 0x0100
+PYCF_IGNORE_COOKIE = 0x0800
+
+
+def compile_program(source):
+    """``compile(source, "solution.py", "exec", dont_inherit=True)``, by the same compiler with the same flags, but
+    through the C API (Py_CompileStringExFlags). The builtin first checks whether its argument is an AST object,
+    which creates the ~120 Python classes of the ast module on first use: ~1.5 ms of CPU in every jail, for a
+    program compiled exactly once. Falls back to the builtin where _ctypes or the symbol is missing."""
+    if "\0" in source:  # C would stop at the first NUL: the builtin raises what this interpreter raises
+        return compile(source, "solution.py", "exec", dont_inherit=True)
+    data = source.encode("utf-8")  # a lone surrogate fails here, as it does in compile()
+    try:
+        import _ctypes  # already loaded by _set_non_dumpable
+
+        class _PyObject(_ctypes._SimpleCData):
+            _type_ = "O"
+
+        class _Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class _CompilerFlags(_ctypes.Array):  # PyCompilerFlags: int cf_flags, int cf_feature_version
+            _type_ = _Int
+            _length_ = 2
+
+        class _PythonApi(_ctypes.CFuncPtr):  # called with the GIL held; a set exception is raised
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
+            _restype_ = _PyObject
+
+        api = _PythonApi(_ctypes.dlsym(_ctypes.dlopen(None), "Py_CompileStringExFlags"))
+    except (ImportError, AttributeError, OSError, TypeError):
+        return compile(source, "solution.py", "exec", dont_inherit=True)
+    # The flags compile() passes for a str: UTF-8 text whose coding cookie, if any, is ignored; no inherited
+    # __future__ features; this interpreter's grammar; optimize -1 (the interpreter's -O level).
+    flags = _CompilerFlags(PYCF_SOURCE_IS_UTF8 | PYCF_IGNORE_COOKIE, sys.version_info[1])
+    return api(data, b"solution.py", PY_FILE_INPUT, flags, -1)
 
 
 class Limits:
@@ -238,7 +289,7 @@ def _run_child(target, stdin_bytes, limits, python_child, memory_base):
 
     stdin_fd = os.memfd_create("stdin", 0)
     _write_all(stdin_fd, stdin_bytes)
-    os.lseek(stdin_fd, 0, os.SEEK_SET)
+    os.lseek(stdin_fd, 0, 0)  # SEEK_SET
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe() if python_child else (None, None)
@@ -408,16 +459,47 @@ def _report(lines):
         pass
 
 
-def _python_child(code, mode, entry, args):
+def _new_stdio():
+    """The sys.stdin/stdout/stderr of a Python case: text streams on fds 0, 1 and 2 (stdin buffered and seekable,
+    stdout buffered, stderr written through)."""
+    import io
+
+    return (io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8"),
+            io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16), encoding="utf-8"),
+            io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True))
+
+
+def _stdio_template():
+    """The case's stdio objects, built once per job here rather than in every case child (where building them
+    cost a third of the child's page faults): the harness never uses them, so each forked child starts from a
+    pristine copy of its own. They are built on file descriptors of the kinds the child has on 0, 1 and 2 (a memfd
+    at offset 0, pipes), so their state (stdin seekable at position 0, stdout and stderr not seekable) is what
+    building them in the child gives. Our own fds 0-2 (the host channel and stderr) are put back before anything
+    else runs."""
+    stdin_fd = os.memfd_create("stdin", 0)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    try:
+        os.dup2(stdin_fd, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        return _new_stdio()
+    finally:
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        for fd in (stdin_fd, out_r, out_w, err_r, err_w):
+            os.close(fd)
+
+
+def _python_child(code, mode, entry, args, stdio):
     """Runs in the forked child: executes the program (and calls the entry point) and reports on fd 3."""
     import builtins
-    import io
     import _signal
 
     _signal.signal(SIGXFSZ, SIG_DFL)  # over the file-size limit means killed, not a silent OSError
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16), encoding="utf-8")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True)
+    sys.stdin, sys.stdout, sys.stderr = stdio
     sys.argv = ["solution.py"]
     exit_code = 0
     lines = []
@@ -535,21 +617,32 @@ def _compile(job):
     """Python: compile once here (compiling executes nothing). C++: run the compiler once, in a limited child."""
     if job["lang"] == "python":
         try:
-            code = compile(job["source"], "solution.py", "exec", dont_inherit=True)
+            code = compile_program(job["source"])
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as err:
             return None, {"event": "compile", "ok": False, "reason": "%s: %s" % (type(err).__name__, _one_line(err))}
         _preimport(job["source"])
         return code, {"event": "compile", "ok": True}
-    os.makedirs("/tmp/build", exist_ok=True)
+    try:
+        os.mkdir("/tmp/build")
+    except FileExistsError:
+        pass
     with open("/tmp/build/solution.cpp", "w", encoding="utf-8") as f:
         f.write(job["source"])
     argv = job["compile_argv"]
     limits = _limits(job, "compile_")
     facts = _classify(_run_child(lambda: _exec_child(argv[0], argv), b"", limits, False, 0), limits, python=False)
-    ok = facts["status"] == "ok" and os.path.exists("/tmp/build/solution")
+    ok = facts["status"] == "ok" and _exists("/tmp/build/solution")
     reason = "" if ok else ("compiler failed" if facts["status"] == "runtime_error" else facts["reason"])
     return "/tmp/build/solution", {"event": "compile", "ok": ok, "reason": reason,
                                    "stderr": facts["stderr"][-STDERR_TAIL:], "cpu_s": facts["cpu_s"]}
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 def _run_job(job):
@@ -559,11 +652,12 @@ def _run_job(job):
         return
     limits = _limits(job)
     python = job["lang"] == "python"
+    stdio = _stdio_template() if python else None
     memory_base = _vm_size_bytes() if python else 0
     for index, case in enumerate(job["cases"]):
         if python:
             stdin = case.encode() if job["mode"] == "stdio" else b""
-            target = lambda case=case: _python_child(code, job["mode"], job.get("entry"), case)  # noqa: E731
+            target = lambda case=case: _python_child(code, job["mode"], job.get("entry"), case, stdio)  # noqa: E731
         else:
             stdin = case.encode()
             target = lambda: _exec_child(code, ["solution"])  # noqa: E731

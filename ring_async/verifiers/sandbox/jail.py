@@ -16,13 +16,12 @@ import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 from ring_async.verifiers.sandbox import seccomp
-from ring_async.verifiers.sandbox.cgroups import JailCgroup
+from ring_async.verifiers.sandbox.cgroups import CgroupPool, JailCgroup
 from ring_async.verifiers.sandbox.policy import (
-    HostSandbox, SandboxPolicy, bwrap_argv, harness_command, launch_prefix, popen_identity,
+    HostSandbox, SandboxPolicy, bwrap_argv, harness_command, harness_payload, launch_prefix, popen_identity,
 )
 
 READY = b"R"
@@ -49,6 +48,8 @@ class Jail:
         self.policy = policy
         self.name = f"jail-{os.getpid()}-{next(_ids)}"
         self.cgroup: JailCgroup | None = None
+        self._cgroup_pool: CgroupPool | None = None
+        self._init_pidfd: int | None = None  # the jail's pid 1 (the harness), once attached
         self._buffer = bytearray()
         self._received = 0
         seccomp_r = None
@@ -67,6 +68,12 @@ class Jail:
         finally:
             if seccomp_r is not None:
                 os.close(seccomp_r)
+        assert self.proc.stdin is not None
+        try:
+            # The harness itself (~36 KB: fits the pipe's buffer, so this does not wait for the jail to start).
+            self.proc.stdin.write(harness_payload(host))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # bubblewrap failed already: poll_ready reports it
         self.started_at = time.monotonic()
         self.ready = False
 
@@ -95,13 +102,25 @@ class Jail:
                 raise JailStartError(self._failure(f"not ready after {timeout:.1f}s"))
             select.select([self.proc.stdout], [], [], max(0.0, min(0.05, deadline - time.monotonic())))
 
-    def attach_cgroup(self) -> None:
-        """Put the whole (idle) jail tree in a fresh cgroup. Called once the harness is ready, so the tree is just
-        bubblewrap and the harness; everything the program starts later inherits the cgroup."""
+    def attach_cgroup(self, pool: CgroupPool | None = None) -> None:
+        """Put the whole (idle) jail tree in a cgroup of its own: a new one, or an emptied one from ``pool``. Called
+        once the harness is ready, so the tree is just bubblewrap and the harness; everything the program starts
+        later inherits the cgroup."""
         if not self.host.cgroups.bases:
             return
-        self.cgroup = JailCgroup(self.host.cgroups, self.name)
-        self.cgroup.attach(_tree(self.proc.pid))
+        self.cgroup = pool.acquire() if pool is not None else JailCgroup(self.host.cgroups, self.name)
+        self._cgroup_pool = pool
+        tree = _tree(self.proc.pid)
+        if len(tree) >= 2:
+            try:
+                self._init_pidfd = os.pidfd_open(tree[1])
+            except OSError:
+                pass
+        try:
+            self.cgroup.attach(tree)
+        except OSError:
+            self._cgroup_pool = None  # destroy() empties and removes it: a half-attached cgroup is not reused
+            raise
 
     # -- the job ----------------------------------------------------------------------------------------------
 
@@ -156,7 +175,7 @@ class Jail:
         except (ProcessLookupError, PermissionError):
             pass
         if self.cgroup is not None:
-            for pid in self.cgroup.members():
+            for pid in self.cgroup.members(everywhere=False):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -170,9 +189,20 @@ class Jail:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             facts["bwrap_survived_kill"] = True
+        if self._init_pidfd is not None:
+            # The jail's pid 1 is reported gone only once every other process of its pid namespace is (the kernel
+            # kills and reaps them first): one wait instead of polling the cgroups while the tree exits.
+            try:
+                select.select([self._init_pidfd], [], [], 5)
+            finally:
+                os.close(self._init_pidfd)
+                self._init_pidfd = None
         if self.cgroup is not None:
-            facts["cgroup_emptied"] = self.cgroup.kill_all()
-            self.cgroup.remove()
+            emptied = facts["cgroup_emptied"] = self.cgroup.kill_all()
+            if self._cgroup_pool is not None:
+                self._cgroup_pool.release(self.cgroup, emptied)  # reused if empty and fit, else removed
+            else:
+                self.cgroup.remove()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 try:
@@ -193,23 +223,23 @@ class Jail:
 
 
 def _tree(pid: int) -> list[int]:
-    """pid and all its descendants (through /proc/<pid>/task/<tid>/children)."""
+    """pid and all its descendants (through /proc/<pid>/task/<tid>/children), parents before children."""
     found = [pid]
-    stack = [pid]
-    while stack:
-        current = stack.pop()
+    index = 0
+    while index < len(found):
+        current = found[index]
+        index += 1
         try:
             tasks = os.listdir(f"/proc/{current}/task")
         except OSError:
             continue
         for tid in tasks:
             try:
-                children = Path(f"/proc/{current}/task/{tid}/children").read_text().split()
+                with open(f"/proc/{current}/task/{tid}/children", "rb") as f:
+                    children = f.read().split()
             except OSError:
                 continue
-            for child in map(int, children):
-                found.append(child)
-                stack.append(child)
+            found.extend(map(int, children))
     return found
 
 

@@ -14,6 +14,7 @@ import select
 import threading
 import time
 
+from ring_async.verifiers.sandbox.cgroups import CgroupPool
 from ring_async.verifiers.sandbox.jail import Jail, JailStartError, filter_program
 from ring_async.verifiers.sandbox.policy import HostSandbox, SandboxPolicy
 
@@ -26,6 +27,9 @@ class JailPool:
         self.policy = policy
         self.size = max(1, size)
         self._filter = filter_program(host)
+        # The jails' cgroups are reused from jail to jail (emptied and checked first) rather than created and
+        # removed for each: that was ~8 ms of CPU per jail on cgroup v1 (three hierarchies).
+        self.cgroups = CgroupPool(host.cgroups, f"jail-{os.getpid()}-{id(self):x}") if host.cgroups.bases else None
         self._idle: collections.deque[Jail] = collections.deque()
         self._starting: list[Jail] = []
         self._cond = threading.Condition()
@@ -71,6 +75,8 @@ class JailPool:
             self._starting = []
         for jail in jails:
             jail.destroy()
+        if self.cgroups is not None:
+            self.cgroups.close()  # the idle ones; those of jails still being torn down are removed on release
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -80,7 +86,8 @@ class JailPool:
     def stats(self) -> dict[str, object]:
         with self._cond:
             return {"size": self.size, "idle": len(self._idle), "starting": len(self._starting),
-                    "started": self.started, "start_failures": self.start_failures, "last_error": self._last_error}
+                    "started": self.started, "start_failures": self.start_failures, "last_error": self._last_error,
+                    "cgroups": self.cgroups.stats() if self.cgroups is not None else None}
 
     # -- the refill thread ------------------------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class JailPool:
                     if now - jail.started_at > self.policy.jail_start_timeout_s:
                         raise JailStartError(f"not ready after {self.policy.jail_start_timeout_s:.0f}s")
                     continue
-                jail.attach_cgroup()
+                jail.attach_cgroup(self.cgroups)
             except (JailStartError, OSError) as err:
                 with self._cond:
                     self._starting.remove(jail)
