@@ -182,6 +182,13 @@ def test_memory_bomb(judge, canary):
     assert result.verdict == V.MEMORY_LIMIT, result.details
 
 
+def test_programs_run_with_the_garbage_collector_on(judge):
+    # ~1.6 M reference cycles of ~100 bytes: far past 64 MB if nothing collects them, a few KB if the collector runs.
+    source = "for i in range(1_600_000):\n    a = []\n    a.append(a)\nimport gc\nprint(int(gc.isenabled()))\n"
+    result = judged(judge, source, one_case("1", time_limit_s=5, memory_limit_mb=64))
+    assert result.verdict == V.ACCEPTED, result.details
+
+
 def test_memory_bomb_in_many_processes_is_stopped(judge, canary):
     # Each child stays under its own address-space limit; together they would exceed the jail's.
     tag = marker()
