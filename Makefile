@@ -30,6 +30,7 @@ debs:
 	bash scripts/ensure-debs.sh
 
 demo: $(STAMP)
+	bash scripts/ensure-debs.sh bwrap:bubblewrap  # the code stage's sandbox
 	$(VENV)/bin/ring-async demo
 
 test: $(TEST_STAMP) debs

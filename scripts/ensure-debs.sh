@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test-suite runs for real, only those whose command is missing.
-# Each entry is "command:package".
+# Installs the Debian packages ring-async runs for real, only those whose command is missing.
+# Each entry is "command:package"; arguments name the entries to check (default: all the test-suite needs:
+# bubblewrap for the code sandbox, prometheus for the monitoring tests).
 set -euo pipefail
-needed=(bwrap:bubblewrap promtool:prometheus)
+needed=("$@")
+((${#needed[@]})) || needed=(bwrap:bubblewrap promtool:prometheus)
 missing=()
 for entry in "${needed[@]}"; do
   cmd=${entry%%:*}; pkg=${entry#*:}

@@ -232,6 +232,20 @@ def test_samples_finish_independently_and_group_counts_add_up(moe):
     assert all(s.policy_version_first == s.policy_version_last == 0 for s in samples)
 
 
+def test_a_groups_prompt_is_prefilled_once_for_all_its_samples(moe):
+    core = TorchEngineCore(moe, max_batch_size=16, seed=3)
+    prefilled: list[int] = []
+    prefill = core._prefill
+    core._prefill = lambda joiners, longest: (prefilled.append(len(joiners)), prefill(joiners, longest))[1]
+    core.add(make_request(0, [20, 21, 22], n=5, max_tokens=6))
+    core.add(make_request(1, [30, 31], n=3, max_tokens=6))
+    samples = core.run_to_completion()
+    assert prefilled == [2]  # two prompts, eight rows
+    assert sorted(s.rollout_id for s in samples) == sorted([f"g0/{i}" for i in range(5)] + [f"g1/{i}" for i in range(3)])
+    # The samples of a group still differ: each row samples on its own.
+    assert len({tuple(s.token_ids) for s in samples if s.group_id == "g0"}) > 1
+
+
 # ------------------------------------------------------------------------------------------ stops
 
 

@@ -21,11 +21,11 @@ def cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def small_run_config(tmp_path) -> "Path":
+def small_run_config(tmp_path, code_train: int = 0) -> "Path":
     """A short run's config file: the small test policy, few easy synthetic tasks, a one-epoch SFT."""
     config = short_config(tmp_path).model_dump(mode="json")
     config["model"] = SMALL.model_dump(mode="json")
-    config["tasks"].update({"math_train": 60, "math_heldout": 8, "code_train": 0, "code_heldout": 0,
+    config["tasks"].update({"math_train": 60, "math_heldout": 8, "code_train": code_train, "code_heldout": 0,
                             "math_difficulty": 1})
     config["sft"].update({"epochs": 1, "batch_size": 16, "warmup_steps": 1})
     config["checkpoint_selection"].update({"probe_prompts": 8, "max_new_tokens": 16})
@@ -78,14 +78,19 @@ def test_run_refuses_bad_arguments_with_one_line(tmp_path):
 
 @pytest.mark.e2e
 def test_demo_runs_sft_then_rl_on_ray_and_writes_the_summary(tmp_path):
-    path = small_run_config(tmp_path)
-    out = cli("demo", "--config", str(path), "--steps", "2", "--run-dir", str(tmp_path / "demo"), timeout=600)
+    path = small_run_config(tmp_path, code_train=16)
+    out = cli("demo", "--config", str(path), "--steps", "2", "--code-steps", "1", "--run-dir", str(tmp_path / "demo"),
+              timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     for key in ("sft_accuracy", "rl_accuracy", "steps", "step_tokens_min", "step_tokens_max", "budget",
                 "wall_seconds"):
         assert key in summary, key
-    assert summary["steps"] == 2 and summary["step_tokens_min"] == summary["step_tokens_max"] == summary["budget"]
+    # Two math steps, then one code step rewarded by the sandbox, every one of exactly Φ tokens.
+    assert summary["steps"] == 3 and summary["code_steps"] == 1
+    assert summary["step_tokens_min"] == summary["step_tokens_max"] == summary["budget"]
+    code = json.loads((tmp_path / "demo" / "rl-code" / "learner-steps.jsonl").read_text().splitlines()[0])
+    assert code["loss_tokens"] == summary["budget"]
     assert 0.0 <= summary["sft_accuracy"] <= 1.0 and 0.0 <= summary["rl_accuracy"] <= 1.0
     assert summary["final_policy"].endswith("policy") and (tmp_path / "demo" / "steps.png").stat().st_size > 10_000
     assert (tmp_path / "demo" / "rl-math" / "learner-steps.jsonl").is_file()

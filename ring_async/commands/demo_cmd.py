@@ -2,7 +2,8 @@
 
 Tiny MoE policy and synthetic tasks (built offline, cached) → distillation SFT and the entropy-chosen checkpoint
 (cached) → held-out math accuracy of that checkpoint → C3PO RL on math, every role a Ray actor on an embedded local
-Ray instance → (optionally) a code stage from the math result → held-out math accuracy of the final policy →
+Ray instance → a short code stage from the math result (sandbox rewards; ``--code-steps``) → held-out math accuracy
+of the final policy →
 ``<run_dir>/summary.json`` and ``<run_dir>/steps.png``. Both evaluations sample every held-out math task once at
 temperature 1.0 with the same seed, so the two accuracies are directly comparable.
 """
@@ -20,6 +21,7 @@ from ring_async.config import RingConfig
 from ring_async.errors import ConfigError
 
 DEFAULT_MATH_STEPS = 40
+DEFAULT_CODE_STEPS = 4  # a short code stage on the math result: the sandbox-rewarded path, end to end
 
 
 def _evaluate(config: RingConfig, policy: Path, records) -> dict:
@@ -69,10 +71,12 @@ def _run(args: argparse.Namespace) -> int:
 
     policy, history, broker = _stage(config, "math", prepared.path,
                                      [r for r in prepared.splits.train if r.reward_type == "math"], args.steps)
-    if args.code_steps:
-        policy, code_history, broker = _stage(config, "code", policy,
-                                              [r for r in prepared.splits.train if r.reward_type == "code"],
-                                              args.code_steps)
+    code_tasks = [r for r in prepared.splits.train if r.reward_type == "code"]
+    code_steps = args.code_steps if code_tasks else 0
+    if args.code_steps and not code_tasks:
+        print("ring-async demo: no code training tasks (tasks.code_train is 0): the code stage is skipped", flush=True)
+    if code_steps:
+        policy, code_history, broker = _stage(config, "code", policy, code_tasks, code_steps)
         history += [dict(s, step=s["step"] + len(history)) for s in code_history]
     rl = _evaluate(config, policy, heldout)
     tokens = [int(s["loss_tokens"]) for s in history]
@@ -83,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         "heldout_math": len(heldout),
         "steps": len(history),
         "math_steps": args.steps,
-        "code_steps": args.code_steps,
+        "code_steps": code_steps,
         "step_tokens_min": min(tokens, default=0),
         "step_tokens_max": max(tokens, default=0),
         "budget": config.algorithm.budget_tokens,
@@ -102,10 +106,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the embedded default end to end: SFT, math RL on Ray, summary")
+    parser = subparsers.add_parser("demo", help="the embedded default end to end: SFT, math then code RL on Ray, "
+                                   "summary")
     add_config_options(parser)
     parser.add_argument("--steps", type=int, default=DEFAULT_MATH_STEPS,
                         help=f"math-stage optimizer steps (default {DEFAULT_MATH_STEPS})")
-    parser.add_argument("--code-steps", type=int, default=0, help="code-stage optimizer steps after math (default 0)")
+    parser.add_argument("--code-steps", type=int, default=DEFAULT_CODE_STEPS,
+                        help=f"code-stage optimizer steps after math (default {DEFAULT_CODE_STEPS}; 0: none)")
     parser.add_argument("--run-dir", help="override run.run_dir")
     parser.set_defaults(func=_run)

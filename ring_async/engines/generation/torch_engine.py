@@ -232,10 +232,18 @@ class TorchEngineCore:
             longest = max(longest, length)
         if not joiners:
             return []
-        prefill, last_logits = self._prefill(joiners, longest)
-        rows = self._place(joiners, free, prefill, longest)
+        # The K samples of a group share one prompt: prefill it once and copy its keys and values into each of their
+        # rows (RL responses are short, so prefill would otherwise cost as much as decoding).
+        prompts: dict[int, int] = {}  # id(request) -> its row in the prefill
+        for w in joiners:
+            prompts.setdefault(id(w.request), len(prompts))
+        sources = [prompts[id(w.request)] for w in joiners]
+        unique = list({id(w.request): w for w in joiners}.values())
+        prefill, last_logits = self._prefill(unique, longest)
+        rows = self._place(joiners, free, prefill, longest, sources)
         params = [w.request.sampling for w in joiners]
-        tokens, logprobs = sample(last_logits, RowParams.build(params, self.device), self._generator, self.logprobs_mode)
+        tokens, logprobs = sample(last_logits[sources], RowParams.build(params, self.device), self._generator,
+                                  self.logprobs_mode)
         self._last_tokens[rows] = tokens
         now = time.perf_counter()
         finished = []
@@ -274,8 +282,10 @@ class TorchEngineCore:
         )
         return cache, out.logits[:, -1, :]
 
-    def _place(self, joiners: list[_Waiting], free: list[int], prefill: DynamicCache, longest: int) -> list[int]:
-        """Give each joiner a row (holes first, then new rows) and copy its prompt's keys and values there."""
+    def _place(self, joiners: list[_Waiting], free: list[int], prefill: DynamicCache, longest: int,
+               sources: list[int]) -> list[int]:
+        """Give each joiner a row (holes first, then new rows) and copy its prompt's keys and values there (from row
+        ``sources[i]`` of ``prefill``)."""
         rows = free[: len(joiners)]
         extra = len(joiners) - len(rows)
         cache = self._cache
@@ -290,7 +300,7 @@ class TorchEngineCore:
             rows = rows + list(range(len(self._slots) - extra, len(self._slots)))
         for i, (w, row) in enumerate(zip(joiners, rows)):
             prompt_len = len(w.request.prompt_token_ids)
-            self._first_column[row] = cache.write_prompt(row, prefill, i, prompt_len)
+            self._first_column[row] = cache.write_prompt(row, prefill, sources[i], prompt_len)
             self._positions[row] = prompt_len
         return rows
 
