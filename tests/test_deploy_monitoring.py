@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
 import socket
 import subprocess
 import threading
@@ -23,8 +22,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from _deploy import DEPLOY, require_binary, used_metric_names
+from _system import start_system, stop_system
 from _tiny_lm import one_torch_thread
-from ring_async.system.hosts import BrokerHost, GeneratorHost, LearnerHost, VerifierHost
 from ring_async.system.inprocess import prompts_from_records
 from ring_async.tasks.math_tasks import math_task
 
@@ -49,31 +48,21 @@ class RunningSystem:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.config, self.policy = config, policy
-        self.hosts: list = []
+        self.running = None
 
     def call(self, coro, timeout: float):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def start(self):
-        token = secrets.token_urlsafe(16)
         rng = random.Random(0)
         prompts = prompts_from_records([math_task(rng, 1) for _ in range(50)])
-        self.broker = BrokerHost(self.config, prompts, auth_token=token)
-        b = await self.broker.start()
-        verifier = VerifierHost(self.config, b.address, auth_token=token)
-        v = await verifier.start()
-        generator = GeneratorHost(self.config, self.policy, b.address, v.address, auth_token=token)
-        g = await generator.start()
-        self.learner = LearnerHost(self.config, self.policy, b.address, {g.instance: g.address}, max_steps=STEPS,
-                                   auth_token=token)
-        ep = await self.learner.start()
-        self.hosts = [self.learner, generator, verifier, self.broker]
-        self.endpoints = [b, v, g, ep]
-        await self.broker.start_control(self.endpoints, secrets.token_urlsafe(16))  # this also sets /targets
+        self.running = await start_system(self.config, prompts, self.policy, STEPS)
+        self.learner = self.running.learner
+        self.endpoints = list(self.running.endpoints.values())
 
     async def close(self):
-        for host in self.hosts:
-            await host.stop()
+        if self.running is not None:
+            await stop_system(self.running)
 
 
 @pytest.fixture(scope="module")

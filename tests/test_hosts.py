@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import urllib.request
 
 import grpc
@@ -13,12 +12,12 @@ import pytest
 from _tiny_lm import one_torch_thread
 from ring_async.config import config_from_dict
 from ring_async.control.client import ControlClient
-from ring_async.system.hosts import BrokerHost, GeneratorHost, LearnerHost, VerifierHost
 from ring_async.system.inprocess import prompts_from_records
 from ring_async.tasks.math_tasks import math_task
 from ring_async.transport import open_channel
 from ring_async.v1 import common_pb2, generator_pb2_grpc
 
+from _system import running_system
 from test_learner import policy_dir  # noqa: F401  (fixture)
 
 
@@ -39,45 +38,32 @@ def short_config(tmp_path, **run):
     })
 
 
+
+
 def test_hosts_train_over_grpc(tmp_path, policy_dir):  # noqa: F811
     config = short_config(tmp_path)
     rng = random.Random(0)
     prompts = prompts_from_records([math_task(rng, 1) for _ in range(50)])
-    token = secrets.token_urlsafe(16)
-
     async def main():
-        broker = BrokerHost(config, prompts, auth_token=token)
-        b = await broker.start()
-        verifier = VerifierHost(config, b.address, auth_token=token)
-        v = await verifier.start()
-        generator = GeneratorHost(config, str(policy_dir), b.address, v.address, auth_token=token)
-        g = await generator.start()
-        learner = LearnerHost(config, str(policy_dir), b.address, {g.instance: g.address}, max_steps=3,
-                              auth_token=token)
-        ep = await learner.start()
-        control_token = secrets.token_urlsafe(16)
-        control_address = await broker.start_control([b, v, g, ep], control_token)
-        try:
-            async with ControlClient(control_address, control_token) as control:
+        async with running_system(config, prompts, policy_dir, max_steps=3) as system:
+            g = system.endpoints["generator"]
+            async with ControlClient(system.control_address, system.control_token) as control:
                 ids = await control.submit_prompts([{"prompt_id": "injected-1", "text": "What is 2 + 3?",
                                                      "reward_type": "math", "answer": "5", "priority": 10}])
                 during = await control.status()
-            async with ControlClient(control_address, "wrong-token") as intruder:
+            async with ControlClient(system.control_address, "wrong-token") as intruder:
                 with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
                     await intruder.status()
-            final = await asyncio.wait_for(learner.wait(), 240)
-            async with open_channel(g.address, auth_token=token) as ch:
+            final = await asyncio.wait_for(system.learner.wait(), 240)
+            async with open_channel(g.address, auth_token=system.token) as ch:
                 gen_status = await generator_pb2_grpc.GeneratorStub(ch).GetStatus(common_pb2.StatusRequest())
             async with open_channel(g.address) as ch:  # no token: refused
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await generator_pb2_grpc.GeneratorStub(ch).GetStatus(common_pb2.StatusRequest())
-            metrics = {e.role: urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics").read().decode()
-                       for e in (b, v, g, learner.endpoint())}
-            return (final, gen_status, refused.value, metrics, broker.status(), ids, during,
+            metrics = {role: urllib.request.urlopen(f"http://127.0.0.1:{e.metrics_port}/metrics").read().decode()
+                       for role, e in system.endpoints.items()}
+            return (final, gen_status, refused.value, metrics, system.broker.status(), ids, during,
                     unauthenticated.value)
-        finally:
-            for host in (learner, generator, verifier, broker):
-                await host.stop()
 
     final, gen_status, refused, metrics, status, ids, during, unauthenticated = asyncio.run(main())
     assert ids == ["injected-1"] and unauthenticated.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -101,7 +87,6 @@ def test_prompts_from_control_scored_by_an_external_reward_model_are_trained_on_
     StreamRollouts + SubmitRewards. Their rows reach the broker only through those rewards, every trained row comes
     from them, and the broker reports their outcomes (its status, Control's status, /metrics)."""
     config = short_config(tmp_path)
-    token, control_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
 
     async def reward_model(control: ControlClient, rewarded: list[str]) -> None:
         async for batch in control.stream_rollouts(pending_external_only=True):
@@ -111,30 +96,19 @@ def test_prompts_from_control_scored_by_an_external_reward_model_are_trained_on_
             rewarded.extend(ids)
 
     async def main():
-        broker = BrokerHost(config, [], auth_token=token)  # no dataset: generators wait for injected prompts
-        b = await broker.start()
-        verifier = VerifierHost(config, b.address, auth_token=token)
-        v = await verifier.start()
-        generator = GeneratorHost(config, str(policy_dir), b.address, v.address, auth_token=token)
-        g = await generator.start()
-        learner = LearnerHost(config, str(policy_dir), b.address, {g.instance: g.address}, max_steps=2,
-                              auth_token=token)
-        ep = await learner.start()
-        control_address = await broker.start_control([b, v, g, ep], control_token)
         rewarded: list[str] = []
-        try:
-            async with ControlClient(control_address, control_token) as control:
+        # No dataset: generators wait for injected prompts.
+        async with running_system(config, [], policy_dir, max_steps=2) as system:
+            async with ControlClient(system.control_address, system.control_token) as control:
                 model = asyncio.create_task(reward_model(control, rewarded))
                 ids = await control.submit_prompts([{"prompt_id": f"rate-{i}", "text": f"Say something kind, take {i}.",
                                                      "reward_type": "external"} for i in range(40)])
-                final = await asyncio.wait_for(learner.wait(), 240)
+                final = await asyncio.wait_for(system.learner.wait(), 240)
                 reported = await control.status()
                 model.cancel()
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics").read().decode()
-            return ids, final, broker.status(), reported, rewarded, metrics
-        finally:
-            for host in (learner, generator, verifier, broker):
-                await host.stop()
+            port = system.endpoints["broker"].metrics_port
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            return ids, final, system.broker.status(), reported, rewarded, metrics
 
     ids, final, status, reported, rewarded, metrics = asyncio.run(main())
     assert ids == [f"rate-{i}" for i in range(40)] and final["step"] == 2
