@@ -30,7 +30,7 @@ debs:
 	bash scripts/ensure-debs.sh
 
 demo: $(STAMP)
-	bash scripts/ensure-debs.sh bwrap:bubblewrap  # the code stage's sandbox
+	bash scripts/ensure-debs.sh bwrap:bubblewrap  # the sandbox, for a code stage (ring-async demo --code-steps N)
 	$(VENV)/bin/ring-async demo
 
 test: $(TEST_STAMP) debs
