@@ -260,6 +260,11 @@ class WeightUpdateAssembler:
                 "corrupted in transit"
             )
         tensors = self._parse(bucket, label)
+        # Every tensor is checked against the served model before any is staged: a bucket of another architecture
+        # is then refused for what it is (unknown tensor, shape), whatever order its header lists the tensors in,
+        # not for whichever alias of a tied weight it happens to list first.
+        for name, tensor in tensors.items():
+            self._check(name, tensor, label)
         for name, tensor in tensors.items():
             self._stage(name, tensor, label)
         self._received.add(bucket.index)
@@ -287,7 +292,7 @@ class WeightUpdateAssembler:
             raise WeightUpdateError(f"{label}: holds no tensors")
         return tensors
 
-    def _stage(self, name: str, tensor: torch.Tensor, label: str) -> None:
+    def _check(self, name: str, tensor: torch.Tensor, label: str) -> None:
         spec = self._manifest.specs.get(name)
         if spec is None:
             raise WeightUpdateError(f"{label}: unknown tensor {name!r} (not a weight of the served model)")
@@ -299,6 +304,8 @@ class WeightUpdateAssembler:
             raise WeightUpdateError(f"{label}: tensor {name!r} is {tensor.dtype}, the served model is {spec.dtype}")
         if self._check_finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise WeightUpdateError(f"{label}: tensor {name!r} holds NaN or infinite values")
+
+    def _stage(self, name: str, tensor: torch.Tensor, label: str) -> None:
         canonical = self._manifest.canonical[name]
         if canonical in self._staged:
             raise WeightUpdateError(f"{label}: tensor {name!r} was already sent in this update")
