@@ -39,7 +39,7 @@ def _throughput(history: list[dict], budget: int) -> dict:
 
 
 def run_mode(config, mode: str, policy: Path, prompts, seconds: float, run_root: Path) -> dict:
-    from ring_async.system.hosts import STEPS_FILE
+    from ring_async.system.hosts import read_steps
     from ring_async.system.launcher import run_on_ray
 
     run_dir = run_root / mode
@@ -50,10 +50,11 @@ def run_mode(config, mode: str, policy: Path, prompts, seconds: float, run_root:
                                     "algorithm": algorithm})
     result = run_on_ray(cfg, str(policy), prompts, max_steps=None, time_budget_s=seconds, progress=False,
                         actor_logs=False)
-    history = [json.loads(line) for line in (run_dir / STEPS_FILE).read_text().splitlines() if line.strip()]
+    history = read_steps(run_dir)
     broker = result.broker
     generated = broker["tokens"].get("accepted", 0)
-    return {"mode": mode, "max_staleness": cfg.algorithm.max_staleness, **_throughput(history, cfg.algorithm.budget_tokens),
+    return {"mode": mode, "max_staleness": cfg.algorithm.max_staleness,
+            **_throughput(history, cfg.algorithm.budget_tokens),
             "response_tokens_accepted": int(generated),
             "zero_advantage_tokens": int(broker["tokens"].get("zero_advantage", 0)),
             "stale_tokens": int(broker["tokens"].get("stale", 0))}

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ring_async.transport import split_host_port
+
 PREFIX = "ring_async_"
 
 # Learner step duration buckets (seconds): tiny CPU steps to multi-minute GPU steps.
@@ -247,8 +249,10 @@ def sd_targets(endpoints: Iterable[Any]) -> list[dict]:
 
     The ``instance`` label is the actor id, as in the role's own metrics, so ``up{instance="generator-0"}`` and
     ``ring_async_generator_running{instance="generator-0"}`` name the same actor (scrape with ``honor_labels``)."""
-    groups = []
-    for e in endpoints:
-        host = e.address.rsplit(":", 1)[0]
-        groups.append({"targets": [f"{host}:{e.metrics_port}"], "labels": {"role": e.role, "instance": e.instance}})
-    return groups
+    return [{"targets": [f"{split_host_port(e.address)[0]}:{e.metrics_port}"],
+             "labels": {"role": e.role, "instance": e.instance}} for e in endpoints]
+
+
+def targets_url(broker: Any) -> str:
+    """Where the broker's metrics server answers Prometheus service discovery for every role."""
+    return f"http://{split_host_port(broker.address)[0]}:{broker.metrics_port}/targets"

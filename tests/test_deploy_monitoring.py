@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,7 +98,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prometheus_config(tmp_path, targets_url: str) -> "Path":
+def prometheus_config(tmp_path, targets_url: str) -> Path:
     """deploy/prometheus/prometheus.yml with this machine's addresses, and scraping every second."""
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +22,7 @@ def cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def small_run_config(tmp_path, code_train: int = 0) -> "Path":
+def small_run_config(tmp_path, code_train: int = 0) -> Path:
     """A short run's config file: the small test policy, few easy synthetic tasks, a one-epoch SFT."""
     config = short_config(tmp_path).model_dump(mode="json")
     config["model"] = SMALL.model_dump(mode="json")

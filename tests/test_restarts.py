@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -10,7 +9,7 @@ import time
 import pytest
 
 from _tiny_lm import one_torch_thread
-from ring_async.system.hosts import STEPS_FILE
+from ring_async.system.hosts import read_steps
 from ring_async.system.inprocess import prompts_from_records
 from ring_async.system.launcher import actor_name, run_on_ray
 from ring_async.tasks.math_tasks import math_task
@@ -22,11 +21,6 @@ from test_learner import policy_dir  # noqa: F401  (fixture)
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread():
     yield from one_torch_thread()
-
-
-def _steps(run_dir) -> list[dict]:
-    path = run_dir / STEPS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 @pytest.mark.e2e
@@ -46,7 +40,7 @@ def test_killed_roles_come_back_and_the_run_finishes_exactly(tmp_path, policy_di
     def killer() -> None:
         try:
             for after, names in plan:
-                while len(_steps(run_dir)) < after:
+                while len(read_steps(run_dir)) < after:
                     time.sleep(0.2)
                 for name in names:
                     ray.kill(ray.get_actor(actor_name(config, name)), no_restart=False)
@@ -63,7 +57,7 @@ def test_killed_roles_come_back_and_the_run_finishes_exactly(tmp_path, policy_di
     assert [name for _, name in killed] == ["generator-0", "verifier-0", "broker", "learner-0"]
     assert result.restarts == {"generator-0": 1, "verifier-0": 1, "broker": 1, "learner-0": 1}
     assert result.learner["step"] == 5
-    steps = _steps(run_dir)
+    steps = read_steps(run_dir)
     # The restarted learner resumed from its checkpoint: every step 1..5 was trained (a step the dead one was
     # taking is trained again, on the very batch the broker re-delivered), each with exactly Φ loss tokens.
     assert sorted({s["step"] for s in steps}) == [1, 2, 3, 4, 5]

@@ -39,7 +39,7 @@ def _evaluate(config: RingConfig, policy: Path, records) -> dict:
 
 def _stage(config: RingConfig, name: str, policy: Path, records, steps: int) -> tuple[Path, list[dict], dict]:
     """One RL stage in its own run directory; returns the trained policy, the per-step log and the broker status."""
-    from ring_async.system.hosts import STEPS_FILE
+    from ring_async.system.hosts import read_steps
     from ring_async.system.inprocess import prompts_from_records
     from ring_async.system.launcher import run_on_ray
 
@@ -51,7 +51,7 @@ def _stage(config: RingConfig, name: str, policy: Path, records, steps: int) -> 
     print(f"ring-async demo: {name} RL, {steps} steps of Φ={config.algorithm.budget_tokens} tokens "
           f"on {len(records)} tasks (K={config.broker.group_size}, mode {config.run.mode})", flush=True)
     result = run_on_ray(stage, str(policy), prompts_from_records(records), max_steps=steps)
-    history = [json.loads(line) for line in (stage_dir / STEPS_FILE).read_text().splitlines() if line.strip()]
+    history = read_steps(stage_dir)
     checkpoints = stage_dir / "checkpoints"
     return checkpoints / (checkpoints / "latest").read_text().strip() / "policy", history, result.broker
 
@@ -109,8 +109,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the embedded default end to end: SFT, math then code RL on Ray, "
-                                   "summary")
+    parser = subparsers.add_parser("demo", help="the embedded default end to end: SFT, math RL on Ray (a code stage "
+                                   "with --code-steps), summary")
     add_config_options(parser)
     parser.add_argument("--steps", type=int, default=DEFAULT_MATH_STEPS,
                         help=f"math-stage optimizer steps (default {DEFAULT_MATH_STEPS})")

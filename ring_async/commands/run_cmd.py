@@ -45,10 +45,9 @@ def start_policy(config: RingConfig, start_from: str | None) -> Path:
 
 def step_summary(run_dir: Path) -> dict:
     """What the learner's per-step log says about the run: step count and tokens per step."""
-    from ring_async.system.hosts import STEPS_FILE
+    from ring_async.system.hosts import read_steps
 
-    path = run_dir / STEPS_FILE
-    steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    steps = read_steps(run_dir)
     tokens = [int(s["loss_tokens"]) for s in steps]
     return {"steps": len(steps), "step_tokens_min": min(tokens, default=0), "step_tokens_max": max(tokens, default=0),
             "reward_mean_first": steps[0]["reward_mean"] if steps else None,
@@ -95,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     import secrets
     import signal
 
+    from ring_async.metrics import targets_url
     from ring_async.system.inprocess import prompts_from_records
     from ring_async.system.launcher import run_on_ray
     from ring_async.tasks.dataset import load_splits
@@ -112,10 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
         # Installed here, after ray.init, which sets a SIGTERM handler of its own.
         signal.signal(signal.SIGTERM, interrupt)
         shown = "from $" + CONTROL_TOKEN_ENV if os.environ.get(CONTROL_TOKEN_ENV) else token
-        broker = result.endpoints[0]  # its /targets lists every role's /metrics for Prometheus
-        targets = f"http://{broker.address.rsplit(':', 1)[0]}:{broker.metrics_port}/targets"
         print(json.dumps({"control": result.control_address, "token": shown, "run_dir": config.run.run_dir,
-                          "metrics_targets": targets}), flush=True)
+                          # the broker's /targets lists every role's /metrics for Prometheus
+                          "metrics_targets": targets_url(result.endpoints[0])}), flush=True)
     result = run_on_ray(config, str(policy), prompts_from_records(records), max_steps=None, address=args.address,
                         generators=args.generators, control_token=token, control_port=args.control_port,
                         metrics_port=args.metrics_port, on_started=on_started, progress=not args.quiet)

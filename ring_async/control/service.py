@@ -32,7 +32,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import grpc
 
-from ring_async.broker.core import Broker
 from ring_async.broker.ledger import TRAINED
 from ring_async.broker.service import BrokerService
 from ring_async.control.errors import ControlRequestError, PeerError

@@ -36,12 +36,18 @@ from ring_async.metrics import (
     sd_targets,
     serve_metrics,
 )
-from ring_async.transport import Server, open_channel, pack_batch
+from ring_async.transport import Server, open_channel, pack_batch, split_host_port
 from ring_async.v1 import broker_pb2, broker_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 STEPS_FILE = "learner-steps.jsonl"  # one JSON object of metrics per optimizer step, in the run directory
+
+
+def read_steps(run_dir: str | Path) -> list[dict]:
+    """The learner's per-step log of a run directory, oldest first (empty before the first step)."""
+    path = Path(run_dir) / STEPS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,14 @@ class Endpoint:
     instance: str
     address: str  # host:port of the role's gRPC server
     metrics_port: int  # /metrics on the same host
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.address)[1]
 
 
 class _Host:
@@ -78,6 +92,10 @@ class _Host:
         channel = open_channel(address, auth_token=self.auth_token)
         self._channels.append(channel)
         return channel
+
+    def _bind(self) -> dict[str, Any]:
+        """Where and how the role's gRPC server listens."""
+        return {"host": self.host, "port": self.port, "auth_token": self.auth_token}
 
     def _serve_metrics(self, **kwargs: Any) -> None:
         self._metrics_server, self._metrics_port = serve_metrics(self.registry, port=self.metrics_port,
@@ -129,7 +147,7 @@ class BrokerHost(_Host):
 
         self.broker = DurableBroker(self.config, self.prompts, run_dir=Path(self.config.run.run_dir))
         self.service = BrokerService(self.broker)
-        self.server = await serve_broker(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
+        self.server = await serve_broker(self.service, **self._bind())
         self.registry.register(BrokerCollector(self.broker.status, self.instance,
                                                max_staleness=self.config.algorithm.max_staleness,
                                                pool_staleness=self.broker.core.pool_staleness))
@@ -154,7 +172,6 @@ class BrokerHost(_Host):
         self.control = ControlService(self.service, run_id=Path(self.config.run.run_dir).name,
                                       verifiers=channels("verifier"), generators=channels("generator"),
                                       learners=channels("learner"))
-        self.control_token = control_token
         self.control_server = await serve_control(self.control, host=self.host, port=port, auth_token=control_token)
         return self.control_server.address
 
@@ -194,7 +211,7 @@ class VerifierHost(_Host):
 
         self.core = VerifierCore()
         self.service = VerifierService(self.core, verifier_id=self.instance, on_external=to_broker)
-        self.server = await start_verifier_server(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
+        self.server = await start_verifier_server(self.service, **self._bind())
         self.registry.register(VerifierCollector(self.core.stats, self.instance))
         self._serve_metrics()
         return self.endpoint()
@@ -236,7 +253,7 @@ class GeneratorHost(_Host):
         self.loop = GenerationLoop(self.engine, broker, forward, config=gen, generator_id=self.instance,
                                    tokenize=chat_tokenizer(tokenizer), tokenizer=tokenizer)
         self.service = GeneratorService(self.engine, self.loop, weight_update_timeout_s=gen.weight_update_timeout_s)
-        self.server = await serve_generator(self.service, host=self.host, port=self.port, auth_token=self.auth_token)
+        self.server = await serve_generator(self.service, **self._bind())
         self.registry.register(GeneratorCollector(self.engine.stats, self.instance, loop_status=self.loop.status))
         self._serve_metrics()
         self._spawn(self.loop.run(self._stop))
@@ -291,11 +308,10 @@ class LearnerHost(_Host):
             history.write(json.dumps({"step": result.policy_version, "step_id": result.step_id,
                                       "finished_at": time.time(), **result.metrics}, default=float) + "\n")
 
-        self.publisher = publisher
         self.loop = LearnerLoop(self.core, GrpcBatchSource(self.channel(self.broker_address), self.instance), publisher,
                                 max_steps=self.max_steps, on_step=on_step)
         self._history = history
-        self.server = await serve_learner(LearnerService(self.loop), host=self.host, port=self.port, auth_token=self.auth_token)
+        self.server = await serve_learner(LearnerService(self.loop), **self._bind())
         self.registry.register(LearnerCollector(self.loop.snapshot, self.instance))
         self._serve_metrics()
         self.done = self._spawn(self._train())
@@ -310,12 +326,10 @@ class LearnerHost(_Host):
     async def set_generator(self, peer: Endpoint) -> None:
         """A generator was restarted (at ``peer``'s address): push the current policy to it, then publish there."""
         self.generator_addresses[peer.instance] = peer.address
-        self.publisher.set_target(peer.instance, self.channel(peer.address))
-        async with self.loop.engine_lock:  # between steps: the weights are one version
-            weights, version = self.core.weights(), self.core.policy_version
-        report = await self.publisher.publish(weights, version, only=[peer.instance])
+        self.loop.publisher.set_target(peer.instance, self.channel(peer.address))
+        report = await self.loop.push_current([peer.instance])
         if report.failed:
-            log.warning("%s: version %d not loaded by restarted %s: %s", self.instance, version, peer.instance,
+            log.warning("%s: version %d not loaded by restarted %s: %s", self.instance, report.version, peer.instance,
                         report.failed[peer.instance])
 
     async def wait(self) -> dict:

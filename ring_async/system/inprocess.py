@@ -3,8 +3,8 @@
 broker core → generation loop (torch engine) → verifier core → broker → learner core → weights into the engine.
 Generation and training overlap (``run.mode: async``): the learner trains in a worker thread while the engine keeps
 decoding; in ``sync`` mode the broker makes them take turns (it emits a step only once nothing is being generated,
-and leases nothing until the learner reports the version that step produced). Nothing here knows about Ray or the network,
-which makes it the quickest way to check that a configuration learns, and the reference the distributed run is
+and leases nothing until the learner reports the version that step produced). Nothing here knows about Ray or the
+network, which makes it the quickest way to check that a configuration learns, and the reference the distributed run is
 compared against.
 """
 

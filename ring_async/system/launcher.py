@@ -23,8 +23,10 @@ from typing import Any, Callable, Sequence
 
 from ring_async.broker.prompts import Prompt
 from ring_async.config import RingConfig
+from ring_async.metrics import targets_url
 from ring_async.system.hosts import Endpoint
 from ring_async.system.supervisor import Supervisor
+from ring_async.transport import split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +177,10 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
         result.control_address = ray.get(broker.start_control.remote(result.endpoints, result.control_token,
                                                                      control_port))
         supervisor = Supervisor(ray, result.control_token)
-        supervisor.control_port = int(result.control_address.rsplit(":", 1)[1])
+        supervisor.control_port = split_host_port(result.control_address)[1]
         for actor, endpoint in zip(actors, result.endpoints):
             supervisor.add(actor, endpoint)
-        log.info("control at %s; every role's /metrics listed at http://%s:%d/targets", result.control_address,
-                 b.address.rsplit(":", 1)[0], b.metrics_port)
+        log.info("control at %s; every role's /metrics listed at %s", result.control_address, targets_url(b))
         if on_started is not None:
             on_started(result)
         try:

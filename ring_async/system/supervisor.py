@@ -64,12 +64,11 @@ class Supervisor:
     def restarts(self) -> dict[str, int]:
         return {name: r.restarts for name, r in self.roles.items() if r.restarts}
 
-    def check(self) -> list[str]:
-        """Start every restarted role again and re-wire its peers; returns the instances restarted now."""
+    def check(self) -> None:
+        """Start every restarted role again and re-wire its peers."""
         from ray.exceptions import GetTimeoutError, RayActorError
 
         refs = {name: r.actor.started.remote() for name, r in self.roles.items()}
-        restarted = []
         for name, ref in refs.items():
             role = self.roles[name]
             try:
@@ -84,8 +83,6 @@ class Supervisor:
             role.failing_since = None
             if not started:
                 self._restart(role)
-                restarted.append(name)
-        return restarted
 
     def _restart(self, role: Role) -> None:
         old = role.endpoint
@@ -119,7 +116,7 @@ class Supervisor:
         from ray.exceptions import RayTaskError
 
         old = role.endpoint
-        ports = (0, 0) if role.any_ports else (int(old.address.rsplit(":", 1)[1]), old.metrics_port)
+        ports = (0, 0) if role.any_ports else (old.port, old.metrics_port)
         try:
             return self._ray.get(role.actor.start.remote(*ports), timeout=600)
         except RayTaskError as err:

@@ -19,7 +19,7 @@ from ring_async.transport.arrow import pack_batch, unpack_batch
 from ring_async.transport.auth import AUTHORIZATION, OPEN_SERVICES, BearerTokenInterceptor, bearer_metadata
 from ring_async.transport.client import DeadlineExceeded, check_health, open_channel
 from ring_async.transport.limits import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_S, channel_options, server_options
-from ring_async.transport.server import Server, TransportError, join_host_port, start_server
+from ring_async.transport.server import Server, TransportError, join_host_port, split_host_port, start_server
 from ring_async.transport.services import SERVICES, ServiceSpec, spec_for
 from ring_async.transport.status import DEFAULT_ERROR_STATUS, ErrorStatusInterceptor, status_for
 from ring_async.transport.tls import ClientTls, ServerTls
@@ -43,6 +43,7 @@ __all__ = [
     "channel_options",
     "check_health",
     "join_host_port",
+    "split_host_port",
     "open_channel",
     "pack_batch",
     "server_options",

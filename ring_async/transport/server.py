@@ -39,6 +39,12 @@ def join_host_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """The host (an IPv6 literal keeps its brackets) and the port of a ``host:port`` address."""
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 import grpc
 
@@ -234,11 +234,15 @@ class LearnerLoop:
         if self.publisher is None or now < self._next_catch_up or not self.publisher.lagging(self.core.policy_version):
             return
         self._next_catch_up = now + CATCH_UP_EVERY_S
+        report = await self.push_current(self.publisher.lagging(self.core.policy_version))
+        if report.generators:
+            log.info("policy version %d caught up on %s", report.version, ", ".join(report.generators))
+
+    async def push_current(self, generators: Sequence[str]) -> PublishReport:
+        """Publish the current weights to ``generators`` only (between two steps, so they are one version)."""
         async with self.engine_lock:
             weights, version = self.core.weights(), self.core.policy_version
-        report = await self.publisher.publish(weights, version, only=self.publisher.lagging(version))
-        if report.generators:
-            log.info("policy version %d caught up on %s", version, ", ".join(report.generators))
+        return await self.publisher.publish(weights, version, only=generators)
 
     async def _to_broker(self, call: Callable[[], Any]) -> Any:
         """A call to the batch source, retried while the broker cannot be reached (it is restarting, or the network
