@@ -409,8 +409,8 @@ print(" ".join(report))
 
 
 def test_case_stdio_is_fresh_in_every_case(judge):
-    # sys.stdin/stdout/stderr are built once per job in the harness; each case must still get them as if built in
-    # its own process: stdin seekable at its start, holding only this case's input.
+    # One runner serves many cases; each must still get its streams as if built in its own process: stdin seekable
+    # at its start, holding only this case's input (also through fd 0).
     source = "import sys\nprint(sys.stdin.seekable(), sys.stdout.seekable(), sys.stderr.seekable(), " \
              "sys.stdin.tell(), sys.stdin.read().split())\nsys.stdin.seek(0)\nprint(sys.stdin.read().split())\n"
     tests = parse_tests({"mode": "stdio", "cases": [
@@ -425,6 +425,63 @@ def test_case_stdio_is_fresh_in_every_case(judge):
         {"input": f"line{i}\nrest\n", "output": f"line{i} False False\nx"} for i in range(3)]})
     result = judge.judge(source, tests)
     assert result.verdict == V.ACCEPTED, result.details
+    source = "import os\nprint(os.read(0, 100).decode().strip(), open(0).read().strip())\n"
+    tests = parse_tests({"mode": "stdio", "cases": [{"input": f"n{i}", "output": f"n{i}"} for i in range(3)]})
+    assert judge.judge(source, tests).verdict == V.ACCEPTED
+
+
+def test_one_runner_serves_the_cases_of_a_program(judge):
+    # The jail's pid 1 is the harness and the first process it forks is pid 2: every case ran in that one runner.
+    tests = parse_tests({"mode": "stdio", "cases": [{"input": "", "output": "2"} for _ in range(5)]})
+    result = judge.judge("import os\nprint(os.getpid())\n", tests)
+    assert result.verdict == V.ACCEPTED, result.details
+
+
+def test_state_left_by_earlier_cases_never_fails_a_case(judge):
+    # A program that fails only where an earlier run left something behind (here a flag on a module; the same goes
+    # for memory kept in one) is judged as separate processes would judge it: the failing case runs again in a
+    # fresh runner, whose verdict stands.
+    source = "import sys\nif getattr(sys, 'seen', False):\n    raise RuntimeError('not a fresh process')\n" \
+             "sys.seen = True\nprint(input())\n"
+    tests = parse_tests({"mode": "stdio", "cases": [{"input": f"{i}\n", "output": f"{i}"} for i in range(4)]})
+    assert judge.judge(source, tests).verdict == V.ACCEPTED
+    # A failure of the program itself still fails, in the case where it happens.
+    source = "n = int(input())\nassert n != 2\nprint(n)\n"
+    result = judge.judge(source, tests)
+    assert result.verdict == V.RUNTIME_ERROR and result.details["failed_case"] == 2, result.details
+
+
+def test_threads_end_with_the_run(judge):
+    # The usual deep-recursion idiom: all the work in a non-daemon thread, which the run waits for.
+    source = "import sys, threading\ndef main():\n    def depth(n):\n        return 0 if n == 0 else 1 + depth(n - 1)\n" \
+             "    print(depth(int(input())))\nsys.setrecursionlimit(100000)\nthreading.stack_size(1 << 26)\n" \
+             "threading.Thread(target=main).start()\n"
+    tests = parse_tests({"mode": "stdio", "time_limit_s": 2,
+                         "cases": [{"input": f"{n}\n", "output": f"{n}"} for n in (10, 20000, 30000)]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+    # A daemon thread still running after the run dies with it: it never writes into the next case.
+    source = "import threading, time\ndef late():\n    time.sleep(0.05)\n    print('LEAK', flush=True)\n" \
+             "threading.Thread(target=late, daemon=True).start()\nprint(input())\ntime.sleep(0.01)\n"
+    tests = parse_tests({"mode": "stdio", "cases": [{"input": f"{i}\n", "output": f"{i}"} for i in range(3)]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+
+
+def test_cpu_time_is_judged_per_case_in_a_runner(judge):
+    # Six cases of ~0.6 s CPU each under a 1 s limit: 3.6 s in one runner, over a per-process backstop of
+    # limit + 2 s, and still every case is within its own limit.
+    burn = "import time\nlimit = float(input())\nstart = time.process_time()\n" \
+           "while time.process_time() - start < limit:\n    pass\nprint('ok')\n"
+    tests = parse_tests({"mode": "stdio", "time_limit_s": 1, "cases": [{"input": "0.6\n", "output": "ok"}] * 6})
+    result = judge.judge(burn, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+    assert all(0.5 <= case["cpu_s"] <= 1.0 for case in result.details["cases"]), result.details["cases"]
+    # One slow case among fast ones is the one over the limit.
+    tests = parse_tests({"mode": "stdio", "time_limit_s": 1, "cases": [
+        {"input": "0.01\n", "output": "ok"}, {"input": "0.01\n", "output": "ok"}, {"input": "1.5\n", "output": "ok"}]})
+    result = judge.judge(burn, tests)
+    assert result.verdict == V.TIME_LIMIT and result.details["failed_case"] == 2, result.details
 
 
 def test_secrets_and_host_files_are_invisible(judge, canary):
@@ -489,7 +546,11 @@ FUNCTION = parse_tests({"mode": "function", "entry": "f",
     # patching the harness: replace its serialiser, then write a forged report of our own
     ("import gc\nfor d in gc.get_objects():\n    if isinstance(d, dict) and 'to_json' in d and '_report' in d:\n"
      "        d['to_json'] = lambda value, depth=0: '6'\ndef f(xs):\n    return None\n", V.WRONG_ANSWER),
-    ("import os\nos.write(3, b'result=6')\nos._exit(0)\n", V.WRONG_ANSWER),
+    # a report of our own on the runner's report channel: unframed it is noise (no result), framed it is taken as
+    # the program's answer to the case it was written in (right for the first case, 6), and a fresh runner
+    # takes the next case after the program exits: that one is judged as wrong (5 expected)
+    ("import os\nos.write(3, b'result=6')\nos._exit(0)\n", V.RUNTIME_ERROR),
+    ("import os\nos.write(3, len(b'result=6').to_bytes(4, 'big') + b'result=6')\nos._exit(0)\n", V.WRONG_ANSWER),
     # frame inspection and a heap search for the expected values
     ("import sys, gc\ndef f(xs):\n    found = []\n    frame = sys._getframe()\n    while frame:\n"
      "        found += [v for k, v in frame.f_locals.items() if k in ('expected', 'output', 'cases')]\n"
@@ -504,8 +565,9 @@ def test_reward_hacks_do_not_pay(judge, source, verdict):
 
 
 def test_forged_report_with_the_right_value_only_passes_like_returning_it(judge):
-    # Writing "result=6" by hand is no stronger than returning 6: it passes case 0 and fails case 1.
-    result = judge.judge("import os\nos.write(3, b'result=6')\nos._exit(0)\n", FUNCTION)
+    # Writing a framed "result=6" by hand is no stronger than returning 6: it passes case 0 and fails case 1.
+    source = "import os\nos.write(3, len(b'result=6').to_bytes(4, 'big') + b'result=6')\nos._exit(0)\n"
+    result = judge.judge(source, FUNCTION)
     assert result.verdict == V.WRONG_ANSWER and result.details["failed_case"] == 1
 
 

@@ -1,8 +1,10 @@
 """The in-jail harness: runs inside bubblewrap as ``python3 -I -S -B``, pid 1 of the jail's pid namespace.
 
-It is the only trusted code inside the jail and never executes the program itself: every test case (and a C++
-compile) runs in a forked child with its own stdin/stdout/stderr pipes, rlimits and a clean file-descriptor table,
-so the program never holds the channel to the host. Being pid 1 of the namespace, it cannot be killed or stopped
+It is the only trusted code inside the jail and never executes the program itself: a Python program's cases run
+in a forked runner (one per program; a fresh one after a case that ends it, and for a second look at a case that
+failed in a runner that served earlier ones), a C++ compile and each C++ case in a forked, exec'd child; each with
+its own stdin/stdout/stderr, rlimits and a clean file-descriptor table, so the program never holds the channel to
+the host. Being pid 1 of the namespace, it cannot be killed or stopped
 from inside (the kernel drops SIGKILL/SIGSTOP sent to a namespace's init by its own processes), and it makes itself
 non-dumpable so no child can open its memory or file descriptors through /proc.
 
@@ -16,12 +18,17 @@ Protocol (frames are a 4-byte big-endian length and a payload):
     harness -> host   JSON {"event": "case", ...}       per case, in order; stops after the first failed run
     harness -> host   JSON {"event": "done", "token": ...}
 
+Inside the jail, the harness hands a runner a case as its 4-byte index on the runner's fd 4; the runner answers with
+one framed report (``key=value`` lines) on its fd 3 once the program's run has ended and its output is flushed. The
+runner's measurements are not trusted: the harness takes the case's CPU time from /proc and enforces every limit
+itself.
+
 Host-to-harness frames are marshal (trusted direction, no import needed); harness-to-host frames are JSON, which
 the host can parse safely whatever a compromised jail sends. Expected outputs never enter the jail: the host compares.
 
 Start-up cost is the point of a warm jail, so this file imports almost nothing (no json, no signal, not even os: each
-costs milliseconds per jail; ``posix`` is os's built-in C half). The program's own standard-library imports from a safe list are imported here, once,
-before the cases fork, so each case finds them loaded. Standard library only: this runs on the system interpreter
+costs milliseconds per jail; ``posix`` is os's built-in C half). The program's own standard-library imports from a
+safe list are imported here, once, before the runner forks. Standard library only: this runs on the system interpreter
 inside a read-only root that has no ring-async installed.
 """
 
@@ -32,7 +39,8 @@ import sys
 
 HOST_IN = 0
 HOST_OUT = 1
-RESULT_FD = 3
+RESULT_FD = 3  # a Python runner's reports
+CONTROL_FD = 4  # a Python runner's next case
 STDERR_TAIL = 4096
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 PR_SET_DUMPABLE = 4
@@ -225,11 +233,13 @@ class Limits:
         self.output_bytes = output_bytes
         self.stack_bytes = stack_bytes
 
-    def apply(self, memory_base_bytes):
+    def apply(self, memory_base_bytes, cases=1):
         import resource
 
-        cpu = int(self.cpu_s) + 2  # coarse backstop (1 s granularity): the harness kills at the exact CPU limit
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        # A coarse backstop (1 s granularity): the harness kills at the exact CPU limit. A runner's soft limit is
+        # raised case by case (Child.run_case); its hard limit covers all of its cases.
+        cpu = int(self.cpu_s) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cases * cpu + 1))
         memory = memory_base_bytes + self.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_bytes, self.file_size_bytes))
@@ -248,160 +258,286 @@ def _vm_size_bytes():
 
 
 def _cpu_seconds(pid):
+    """CPU time of a live process: all its threads, and its children it has waited for (clock ticks)."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
 
-def _kill_others():
-    """SIGKILL every other process of the jail and reap them all. We are pid 1: orphans (daemons, fork bombs)
-    are re-parented to us, and kill(-1) reaches everything in the namespace but us."""
+def _kill_others(keep=None):
+    """SIGKILL every process of the jail but us (and ``keep``, a runner that serves the next case) and wait until
+    they are dead. We are pid 1: orphans (daemons, fork bombs) are re-parented to us."""
     import time
 
+    if keep is None:  # kill(-1) reaches everything in the namespace but us
+        for _ in range(1000):
+            try:
+                os.kill(-1, SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                while True:
+                    pid, _status = os.waitpid(-1, os.WNOHANG)
+                    if pid == 0:
+                        break
+            except ChildProcessError:
+                return  # no children left
+            time.sleep(0.0005)
+        return
+    killed = set()
     for _ in range(1000):
-        try:
-            os.kill(-1, SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            while True:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-                if pid == 0:
-                    break
-        except ChildProcessError:
-            return  # no children left
+        victims = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if pid not in (1, keep)
+                   and _state(pid) not in (b"", b"Z")]
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed.update(victims)
         time.sleep(0.0005)
-
-
-# -- running one child -----------------------------------------------------------------------------------------------
-
-
-def _run_child(target, stdin_bytes, limits, python_child, memory_base):
-    """Fork a child that runs ``target()`` under ``limits``; collect its output, rusage and how it ended.
-
-    A Python child reports on a result pipe (fd 3) and inherits this interpreter's mappings, so its address-space
-    limit is on top of ``memory_base``; an exec'd child starts from nothing.
-    """
-    import select
-    import time
-
-    stdin_fd = os.memfd_create("stdin", 0)
-    _write_all(stdin_fd, stdin_bytes)
-    os.lseek(stdin_fd, 0, 0)  # SEEK_SET
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe() if python_child else (None, None)
-    start = time.monotonic()
-    gc.freeze()  # what the harness made since start-up is not copied on write either
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
+    for pid in killed:  # reap the orphans among them; the runner reaps its own children before its next case
         try:
-            # The program gets a working collector: with it off (the harness's setting) code that makes reference
-            # cycles grows until it hits the memory limit, a false memory_limit verdict.
-            gc.enable()
-            os.dup2(stdin_fd, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            if res_w is not None:
-                os.dup2(res_w, RESULT_FD)
-            os.closerange(RESULT_FD + 1 if res_w is not None else RESULT_FD, 1 << 20)
-            limits.apply(memory_base)
-            target()
-        finally:
-            os._exit(127)
-    for fd in (stdin_fd, out_w, err_w, res_w):
-        if fd is not None:
-            os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    buffers = {out_r: bytearray(), err_r: bytearray()}
-    if res_r is not None:
-        buffers[res_r] = bytearray()
-    poller = select.poll()
-    for fd in buffers:
-        poller.register(fd, select.POLLIN)
-    poller.register(pidfd, select.POLLIN)
-    open_fds = set(buffers)
-    killed_for = None
-    stderr_total = 0
-    exited = False
-    deadline = start + limits.wall_s
-    check_every = min(0.05, max(0.005, limits.cpu_s / 8))
-    next_cpu_check = start + check_every
-    while not exited:
-        now = time.monotonic()
-        if now >= deadline:
-            killed_for = "wall_time"
-            break
-        for fd, _event in poller.poll(max(0.0, min(deadline, next_cpu_check) - now) * 1000):
-            if fd == pidfd:
-                exited = True
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-                continue
-            buf = buffers[fd]
-            buf += chunk
-            if fd == err_r:
-                stderr_total += len(chunk)
-                del buf[:-STDERR_TAIL]
-                if stderr_total > limits.output_bytes:
-                    killed_for = "output"
-            elif len(buf) > limits.output_bytes:
-                killed_for = "output"
-        if killed_for:
-            break
-        if not exited and time.monotonic() >= next_cpu_check:
-            # RLIMIT_CPU has one-second granularity; the exact limit is enforced here.
-            if _cpu_seconds(pid) > limits.cpu_s:
-                killed_for = "cpu_time"
-                break
-            next_cpu_check = time.monotonic() + check_every
-    if not exited:
-        try:
-            os.kill(pid, SIGKILL)
-        except ProcessLookupError:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
             pass
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.monotonic() - start
-    _kill_others()  # grandchildren die with the case, before the next case starts
-    for fd in open_fds:  # every writer is dead now: drain to EOF
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
+
+
+def _state(pid):
+    """The state letter of a process (b"Z" for a zombie), b"" once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b""
+
+
+# -- running children ------------------------------------------------------------------------------------------------
+
+
+class Child:
+    """A forked child running ``target()`` under ``limits``: stdin a memfd, stdout and stderr pipes to us. A Python
+    runner also has its report pipe on fd 3 and reads the index of its next case from fd 4; it inherits this
+    interpreter's mappings, so its address-space limit is on top of ``memory_base``, whereas an exec'd child starts
+    from nothing."""
+
+    def __init__(self, target, stdin_bytes, limits, memory_base, runner=False, cases=1):
+        import select
+
+        stdin_fd = os.memfd_create("stdin", 0)
+        _write_all(stdin_fd, stdin_bytes)
+        os.lseek(stdin_fd, 0, 0)  # SEEK_SET
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe() if runner else (None, None)
+        ctl_r, ctl_w = os.pipe() if runner else (None, None)
+        wanted = [stdin_fd, out_w, err_w] + ([res_w, ctl_r] if runner else [])
+        gc.freeze()  # what the harness made since start-up is not copied on write either
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            try:
+                # The program gets a working collector: with it off (the harness's setting) code that makes
+                # reference cycles grows until it hits the memory limit, a false memory_limit verdict.
+                gc.enable()
+                for index, fd in enumerate(wanted):  # out of the way first: a source may sit on a target number
+                    os.dup2(fd, 100 + index)
+                for index in range(len(wanted)):
+                    os.dup2(100 + index, index)
+                os.closerange(len(wanted), 1 << 20)
+                limits.apply(memory_base, cases)
+                target()
+            finally:
+                os._exit(127)
+        for fd in wanted:
+            os.close(fd)
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.out_r, self.err_r, self.res_r, self.ctl_w = out_r, err_r, res_r, ctl_w
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)  # drained after a report without waiting for writers that are still alive
+        self.poller = select.poll()
+        for fd in (out_r, err_r, res_r, self.pidfd):
+            if fd is not None:
+                self.poller.register(fd, select.POLLIN)
+        self.reports = bytearray()
+        self.served = 0  # cases started in this child
+        self.status = None  # (status word, CPU seconds) once reaped
+
+    def run_case(self, index, limits):
+        """Hand a runner case ``index`` and watch it until it reports the case or ends."""
+        import resource
+
+        cpu_base = _cpu_seconds(self.pid)
+        backstop = int(cpu_base) + int(limits.cpu_s) + 3
+        try:  # the runner's soft CPU limit, raised for this case (the hard one covers all cases; see Limits)
+            resource.prlimit(self.pid, resource.RLIMIT_CPU, (backstop, resource.prlimit(self.pid,
+                                                                                        resource.RLIMIT_CPU)[1]))
+        except (OSError, ValueError):
+            pass  # over the hard limit or already gone: what the case does next tells
+        try:
+            _write_all(self.ctl_w, index.to_bytes(4, "big"))
+        except OSError:
+            pass  # it died after its last case: watch() reaps it and reports how it ended
+        return self.watch(limits, cpu_base)
+
+    def watch(self, limits, cpu_base=0.0):
+        """Until the child ends, or (a runner) a whole report frame arrives, enforcing the case's wall-clock, CPU
+        and output limits. Returns the run's facts."""
+        import time
+
+        self.served += 1
+        start = time.monotonic()
+        out, err = bytearray(), bytearray()
+        report = None
+        killed_for = None
+        stderr_total = 0
+        deadline = start + limits.wall_s
+        check_every = min(0.05, max(0.005, limits.cpu_s / 8))
+        next_cpu_check = start + check_every
+        exited = False
+        while report is None and not exited:
+            now = time.monotonic()
+            if now >= deadline:
+                killed_for = "wall_time"
                 break
-            buf = buffers[fd]
-            if fd == err_r:
+            for fd, _event in self.poller.poll(max(0.0, min(deadline, next_cpu_check) - now) * 1000):
+                if fd == self.pidfd:
+                    exited = True
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    self.poller.unregister(fd)
+                    continue
+                if fd == self.err_r:
+                    err += chunk
+                    stderr_total += len(chunk)
+                    del err[:-STDERR_TAIL]
+                    if stderr_total > limits.output_bytes:
+                        killed_for = "output"
+                elif fd == self.out_r:
+                    out += chunk
+                    if len(out) > limits.output_bytes:
+                        killed_for = "output"
+                else:
+                    self.reports += chunk
+                    report = self._next_report()
+                    if len(self.reports) > limits.output_bytes + 4:
+                        killed_for = "output"
+            if killed_for:
+                break
+            if report is None and not exited and time.monotonic() >= next_cpu_check:
+                # RLIMIT_CPU has one-second granularity; the exact limit is enforced here.
+                if _cpu_seconds(self.pid) - cpu_base > limits.cpu_s:
+                    killed_for = "cpu_time"
+                    break
+                next_cpu_check = time.monotonic() + check_every
+        if killed_for or exited:
+            report = self._end(report)
+            cpu_s = max(0.0, self.status[1] - cpu_base)
+        else:  # a runner waiting for its next case; it flushed this one's output before reporting
+            cpu_s = max(_cpu_seconds(self.pid) - cpu_base, _reported_cpu(report))
+        for fd, buf in ((self.out_r, out), (self.err_r, err)):
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not chunk:
+                    break
                 buf += chunk
-                del buf[:-STDERR_TAIL]
-            elif len(buf) <= limits.output_bytes:
-                buf += chunk
-                if len(buf) > limits.output_bytes and killed_for is None:
-                    killed_for = "output"
-    for fd in buffers:
-        os.close(fd)
-    os.close(pidfd)
-    return {
-        "status_word": status,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "wall_s": wall,
-        "killed_for": killed_for,
-        "stdout": bytes(buffers[out_r][: limits.output_bytes]),
-        "stderr": bytes(buffers[err_r]),
-        "report": bytes(buffers[res_r]) if res_r is not None else b"",
-    }
+                if fd == self.err_r:
+                    del buf[:-STDERR_TAIL]
+                elif len(buf) > limits.output_bytes:
+                    killed_for = killed_for or "output"
+                    break
+        return {
+            "status_word": self.status[0] if self.status else None,
+            "cpu_s": cpu_s,
+            "wall_s": time.monotonic() - start,
+            "killed_for": killed_for,
+            "stdout": bytes(out[: limits.output_bytes]),
+            "stderr": bytes(err),
+            "report": report or b"",
+            "leave": self.status is not None or _parse_report(report or b"").get("leave") == "1",
+        }
+
+    def _next_report(self):
+        if len(self.reports) < 4:
+            return None
+        size = int.from_bytes(self.reports[:4], "big")
+        if len(self.reports) < 4 + size:
+            return None
+        frame = bytes(self.reports[4: 4 + size])
+        del self.reports[: 4 + size]
+        return frame
+
+    def _end(self, report):
+        """Kill (if still running) and reap the child, kill whatever it left behind; a report it finished writing
+        before it died still counts."""
+        if self.status is None:
+            try:
+                os.kill(self.pid, SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, status, usage = os.wait4(self.pid, 0)
+            self.status = (status, usage.ru_utime + usage.ru_stime)
+            _kill_others()  # grandchildren die with it, before anything else starts
+        if report is None and self.res_r is not None:
+            try:
+                while True:
+                    chunk = os.read(self.res_r, 65536)
+                    if not chunk:
+                        break
+                    self.reports += chunk
+            except OSError:
+                pass
+            report = self._next_report()
+        return report
+
+    @property
+    def alive(self):
+        return self.status is None
+
+    def close(self):
+        self._end(b"")
+        for fd in (self.out_r, self.err_r, self.res_r, self.ctl_w, self.pidfd):
+            if fd is not None:
+                os.close(fd)
+
+
+def _run_child(target, stdin_bytes, limits):
+    """One exec'd process (a compiler, a C++ case) from start to end."""
+    child = Child(target, stdin_bytes, limits, 0)
+    try:
+        return child.watch(limits)
+    finally:
+        child.close()
+
+
+def _reported_cpu(report):
+    value = _parse_report(report).get("cpu", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
 
 
 def _classify(run, limits, python, mode="stdio"):
     """The harness's view of one run: a status, a reason and the raw facts (the host has the final word)."""
-    word = run["status_word"]
-    exit_code = os.WEXITSTATUS(word) if os.WIFEXITED(word) else None
-    sig = os.WTERMSIG(word) if os.WIFSIGNALED(word) else None
     report = _parse_report(run["report"]) if python else {}
+    word = run["status_word"]
+    if word is None:  # a runner that finished the case: its exit status is the one the case would have ended with
+        exit_code, sig = _exit_code(report.get("exit", "0")), None
+    else:
+        exit_code = os.WEXITSTATUS(word) if os.WIFEXITED(word) else None
+        sig = os.WTERMSIG(word) if os.WIFSIGNALED(word) else None
     error = report.get("error")
     killed_for = run["killed_for"]
     if killed_for == "output" or sig == SIGXFSZ:
@@ -437,9 +573,13 @@ def _classify(run, limits, python, mode="stdio"):
     }
 
 
+def _exit_code(text):
+    return int(text) if text.isdigit() and 0 <= int(text) < 256 else 1
+
+
 def _parse_report(data):
-    """The child's report: ``key=value`` lines, the result last (it may contain anything). Written by harness code
-    in the child, but the child also runs the program, so the report is treated as untrusted text."""
+    """A case's report: ``key=value`` lines, the result last (it may contain anything). Written by harness code
+    in the runner, but the runner also runs the program, so the report is treated as untrusted text."""
     report = {}
     text = data.decode("utf-8", "replace")
     while text:
@@ -448,20 +588,22 @@ def _parse_report(data):
         if key == "result":
             report["result"] = text[len("result="):]
             break
-        if key in ("error", "message", "done"):
+        if key in ("error", "message", "done", "exit", "cpu", "leave"):
             report[key] = value[:500]
         text = rest if sep else ""
     return report
 
 
-# -- the child side ---------------------------------------------------------------------------------------------------
+# -- the runner side ---------------------------------------------------------------------------------------------------
 
 
 def _report(lines):
+    data = "".join(lines).encode("utf-8", "replace")
     try:
-        _write_all(RESULT_FD, "".join(lines).encode("utf-8", "replace"))
+        _write_all(RESULT_FD, len(data).to_bytes(4, "big") + data)
     except BaseException:
-        pass
+        return False
+    return True
 
 
 def _new_stdio():
@@ -474,38 +616,39 @@ def _new_stdio():
             io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True))
 
 
-def _stdio_template():
-    """The case's stdio objects, built once per job here rather than in every case child (where building them
-    cost a third of the child's page faults): the harness never uses them, so each forked child starts from a
-    pristine copy of its own. They are built on file descriptors of the kinds the child has on 0, 1 and 2 (a memfd
-    at offset 0, pipes), so their state (stdin seekable at position 0, stdout and stderr not seekable) is what
-    building them in the child gives. Our own fds 0-2 (the host channel and stderr) are put back before anything
-    else runs."""
-    stdin_fd = os.memfd_create("stdin", 0)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    saved = [os.dup(fd) for fd in (0, 1, 2)]
-    try:
-        os.dup2(stdin_fd, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        return _new_stdio()
-    finally:
-        for fd, copy in enumerate(saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        for fd in (stdin_fd, out_r, out_w, err_r, err_w):
-            os.close(fd)
-
-
-def _python_child(code, mode, entry, args, stdio):
-    """Runs in the forked child: executes the program (and calls the entry point) and reports on fd 3."""
+def _python_runner(code, job):
+    """Runs in the forked runner: the cases the harness hands it (their index on fd 4), one after another, each a
+    fresh run of the program (new globals, stdin, stdout and stderr), each reported on fd 3. It leaves after a
+    case that fails or leaves threads behind, and when its channel is closed: the next case gets a fresh runner."""
     import builtins
     import _signal
+    import time
 
     _signal.signal(SIGXFSZ, SIG_DFL)  # over the file-size limit means killed, not a silent OSError
-    sys.stdin, sys.stdout, sys.stderr = stdio
     sys.argv = ["solution.py"]
+    mode, entry, cases = job["mode"], job.get("entry"), job["cases"]
+    while True:
+        try:
+            index = int.from_bytes(_read_exact(CONTROL_FD, 4), "big")
+        except (EOFError, OSError):
+            os._exit(127)  # the program closed or broke our channel; the harness drops us
+        _reap_children()  # what the harness killed after the previous case
+        stdin_fd = os.memfd_create("stdin", 0)
+        _write_all(stdin_fd, cases[index].encode() if mode == "stdio" else b"")
+        os.lseek(stdin_fd, 0, 0)
+        os.dup2(stdin_fd, 0)
+        os.close(stdin_fd)
+        sys.stdin, sys.stdout, sys.stderr = _new_stdio()
+        started = time.process_time()
+        exit_code, lines, lingering = _run_case(code, mode, entry, cases[index], builtins)
+        leave = bool(exit_code or lingering)
+        head = ["exit=%d\n" % exit_code, "cpu=%.6f\n" % (time.process_time() - started), "leave=%d\n" % leave]
+        if not _report(head + lines) or leave:
+            os._exit(exit_code)
+
+
+def _run_case(code, mode, entry, args, builtins):
+    """One run of the program: its exit status, its report lines, and whether it left threads running."""
     exit_code = 0
     lines = []
     try:
@@ -540,14 +683,40 @@ def _python_child(code, mode, entry, args, stdio):
             traceback.print_exc(limit=8)
         except BaseException:
             lines = ["error=Exception\n"]
+    # A failed run's verdict is known: its threads die with the runner rather than being waited for.
+    lingering = _join_threads() if exit_code == 0 else True
     try:
         sys.stdout.flush()
     except BaseException as err:
         if exit_code == 0:
             exit_code = 1
             lines = ["error=%s\n" % type(err).__name__, "message=flushing stdout failed\n"]
-    _report(lines)
-    os._exit(exit_code)
+    return exit_code, lines, lingering
+
+
+def _join_threads():
+    """Wait for the program's non-daemon threads, as an interpreter does before it exits (a program that does its
+    work in a thread, the usual way to get a deep recursion stack, ends when that thread does). True when other
+    threads (daemons) are still running: the runner must not carry them into the next case."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return False
+    try:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
+        return any(thread is not current for thread in threading.enumerate())
+    except BaseException:
+        return True
+
+
+def _reap_children():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def _one_line(value):
@@ -635,7 +804,7 @@ def _compile(job):
         f.write(job["source"])
     argv = job["compile_argv"]
     limits = _limits(job, "compile_")
-    facts = _classify(_run_child(lambda: _exec_child(argv[0], argv), b"", limits, False, 0), limits, python=False)
+    facts = _classify(_run_child(lambda: _exec_child(argv[0], argv), b"", limits), limits, python=False)
     ok = facts["status"] == "ok" and _exists("/tmp/build/solution")
     reason = "" if ok else ("compiler failed" if facts["status"] == "runtime_error" else facts["reason"])
     return "/tmp/build/solution", {"event": "compile", "ok": ok, "reason": reason,
@@ -656,17 +825,12 @@ def _run_job(job):
     if not frame["ok"]:
         return
     limits = _limits(job)
-    python = job["lang"] == "python"
-    stdio = _stdio_template() if python else None
-    memory_base = _vm_size_bytes() if python else 0
-    for index, case in enumerate(job["cases"]):
-        if python:
-            stdin = case.encode() if job["mode"] == "stdio" else b""
-            target = lambda case=case: _python_child(code, job["mode"], job.get("entry"), case, stdio)  # noqa: E731
-        else:
-            stdin = case.encode()
-            target = lambda: _exec_child(code, ["solution"])  # noqa: E731
-        facts = _classify(_run_child(target, stdin, limits, python, memory_base), limits, python, job["mode"])
+    if job["lang"] == "python":
+        cases = _python_cases(code, job, limits)
+    else:
+        cases = (_classify(_run_child(lambda: _exec_child(code, ["solution"]), case.encode(), limits), limits, False)
+                 for case in job["cases"])
+    for index, facts in enumerate(cases):
         if job["mode"] == "function":
             facts["stdout"] = facts["stdout"][:256]  # print-debugging only; the result travels separately
         facts["event"] = "case"
@@ -674,6 +838,36 @@ def _run_job(job):
         _send(facts)
         if facts["status"] != "ok":
             return  # a failed run decides the verdict; the remaining cases cannot change it
+
+
+def _python_cases(code, job, limits):
+    """The facts of each Python case, in order, until the first failure. One forked runner serves case after case
+    (a fork, its copy-on-write faults and an exit per program instead of per case: most of what a case cost); a
+    fresh one takes over when it leaves. A case that fails in a runner that served earlier ones is run again in a
+    fresh runner, whose verdict stands: whatever earlier runs left behind (memory, changed modules) never fails a
+    case that a fresh process would pass."""
+    memory_base = _vm_size_bytes()
+    runner = None
+    try:
+        for index in range(len(job["cases"])):
+            while True:
+                if runner is None:
+                    runner = Child(lambda: _python_runner(code, job), b"", limits, memory_base, runner=True,
+                                   cases=len(job["cases"]))
+                reused = runner.served > 0
+                run = runner.run_case(index, limits)
+                facts = _classify(run, limits, True, job["mode"])
+                if run["leave"] or (facts["status"] != "ok" and reused):
+                    runner.close()
+                    runner = None
+                if facts["status"] == "ok" or not reused:
+                    break
+            yield facts
+            if facts["status"] != "ok":
+                return
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 def main():
