@@ -102,7 +102,8 @@ class HostSandbox:
             "userns_disabled_inside": self.disable_userns,
             "host_uid": self.run_as_uid if self.run_as_uid is not None else os.geteuid(),
             "host_uid_note": self.uid_note,
-            "harness": "pid 1 of the jail, non-dumpable; Python cases in a forked runner, C++ cases in forked children; whole jail killed after the job",
+            "harness": "pid 1 of the jail, non-dumpable; Python cases in a forked runner, C++ cases in forked "
+                       "children; whole jail killed after the job",
         }
 
 
