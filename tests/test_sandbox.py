@@ -454,8 +454,8 @@ def test_state_left_by_earlier_cases_never_fails_a_case(judge):
 def test_threads_end_with_the_run(judge):
     # The usual deep-recursion idiom: all the work in a non-daemon thread, which the run waits for.
     source = "import sys, threading\ndef main():\n    def depth(n):\n" \
-             "        return 0 if n == 0 else 1 + depth(n - 1)\n    print(depth(int(input())))\nsys.setrecursionlimit(100000)\nthreading.stack_size(1 << 26)\n" \
-             "threading.Thread(target=main).start()\n"
+             "        return 0 if n == 0 else 1 + depth(n - 1)\n    print(depth(int(input())))\n" \
+             "sys.setrecursionlimit(100000)\nthreading.stack_size(1 << 26)\nthreading.Thread(target=main).start()\n"
     tests = parse_tests({"mode": "stdio", "time_limit_s": 2,
                          "cases": [{"input": f"{n}\n", "output": f"{n}"} for n in (10, 20000, 30000)]})
     result = judge.judge(source, tests)
