@@ -51,7 +51,7 @@ from ring_async.v1 import (
 )
 from ring_async.verifiers import verdicts as V
 from ring_async.verifiers.core import VerifierCore
-from ring_async.verifiers.feed import StreamFeed
+from ring_async.verifiers.feed import StreamFeed, StreamOverflowError
 from ring_async.verifiers.math_checker import MathChecker
 from ring_async.verifiers.service import VerifierService, start_verifier_server
 
@@ -409,45 +409,75 @@ def test_a_broken_verifier_stream_ends_the_client_stream_with_unavailable(tmp_pa
     assert "verifier verifier-1" in error.details() and "reconnect" in error.details()
 
 
-def test_a_slow_reader_skips_scored_rows_never_waiting_ones_and_never_blocks_the_verifier(tmp_path):
+def slow_reader(system, request: verifier_pb2.StreamRolloutsRequest) -> tuple[RolloutStream, grpc.aio.Channel]:
+    """A Control stream on a channel that keeps gRPC's receive window small (no BDP probing, which would let the
+    transport buffer several MB of a reader that does not read, and by a varying amount): Control's writes to it block
+    after a few hundred KB, so a small stream queue fills while it does not read."""
+    options = [*channel_options(DEFAULT_MAX_MESSAGE_BYTES), ("grpc.http2.bdp_probe", 0)]
+    channel = grpc.aio.insecure_channel(system.server.address, options=options)
+    stub = control_pb2_grpc.ControlStub(channel)
+    return RolloutStream(stub.StreamRollouts(request, metadata=[bearer_metadata(TOKEN)])), channel
+
+
+def test_a_slow_reader_skips_scored_rows_and_never_blocks_the_verifier(tmp_path):
     rows, chunk = 40, 10
     big = 8_000  # tokens: rows of 64 KB, 2.5 MB in all
 
     async def main():
         async with System(tmp_path, stream_queue_batches=2) as system:
             (v0,) = system.verifiers
-            client = system.client
-            # The slow reader's channel keeps gRPC's receive window small (no BDP probing, which would let the
-            # transport buffer several MB of a reader that does not read, and by a varying amount): Control's writes
-            # to it block after a few hundred KB, so its queue of 2 batches overflows.
-            options = [*channel_options(DEFAULT_MAX_MESSAGE_BYTES), ("grpc.http2.bdp_probe", 0)]
-            slow_channel = grpc.aio.insecure_channel(system.server.address, options=options)
-            slow = RolloutStream(control_pb2_grpc.ControlStub(slow_channel).StreamRollouts(
-                verifier_pb2.StreamRolloutsRequest(), metadata=[bearer_metadata(TOKEN)]))
-            waiting = client.stream_rollouts(pending_external_only=True)
-            await until(lambda: v0.service.stream_subscribers == 2)
+            slow, slow_channel = slow_reader(system, verifier_pb2.StreamRolloutsRequest())
+            await until(lambda: v0.service.stream_subscribers == 1)
             for start in range(0, rows, chunk):
                 await v0.verify(*(row("g", i, "external", tokens=big) for i in range(start, start + chunk)))
-            reply = await client.submit_rewards({rollout_id("g", i): i / rows for i in range(rows)})
-            # Neither stream has been read, and the verifier did all its work: nothing waited for a reader.
+            reply = await system.client.submit_rewards({rollout_id("g", i): i / rows for i in range(rows)})
+            # The stream has not been read, and the verifier did all its work: nothing waited for a reader.
             decided = [await asyncio.wait_for(v0.decided.get(), 10) for _ in range(rows)]
-
             seen_scored: list[str] = []
             while len(seen_scored) + slow.skipped < rows:
                 seen_scored += (await next_batch(slow)).column("rollout_id").to_pylist()
-            seen_waiting: list[str] = []
-            while len(seen_waiting) < rows:
-                seen_waiting += (await next_batch(waiting)).column("rollout_id").to_pylist()
             slow.cancel()
-            waiting.cancel()
             await slow_channel.close()
-            return reply, decided, seen_scored, slow.skipped, seen_waiting, waiting.skipped
+            return reply, decided, seen_scored, slow.skipped
 
-    reply, decided, seen_scored, skipped, seen_waiting, waiting_skipped = asyncio.run(main())
+    reply, decided, seen_scored, skipped = asyncio.run(main())
     assert reply.accepted == rows and len(decided) == rows
     assert skipped > 0 and len(seen_scored) + skipped == rows
     assert seen_scored == sorted(seen_scored, key=lambda i: int(i.split("/")[1]))  # what arrives keeps its order
-    assert seen_waiting == [rollout_id("g", i) for i in range(rows)] and waiting_skipped == 0
+
+
+def test_a_waiting_stream_whose_reader_falls_behind_ends_and_a_reconnect_gets_every_waiting_row(tmp_path):
+    rows, chunk = 40, 10
+    big = 8_000
+
+    async def main():
+        async with System(tmp_path, stream_queue_batches=2) as system:
+            (v0,) = system.verifiers
+            stuck, stuck_channel = slow_reader(system, verifier_pb2.StreamRolloutsRequest(pending_external_only=True))
+            await until(lambda: v0.service.stream_subscribers == 1)
+            for start in range(0, rows, chunk):
+                await v0.verify(*(row("g", i, "external", tokens=big) for i in range(start, start + chunk)))
+            # Waiting rows are never skipped: past its bound the stream's queue is dropped whole and the stream ends.
+            await until(lambda: any(feed.closed for feed in system.control._feeds))
+            seen: list[str] = []
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    seen += (await next_batch(stuck)).column("rollout_id").to_pylist()
+            await stuck_channel.close()
+            again = system.client.stream_rollouts(pending_external_only=True)
+            snapshot: list[str] = []
+            while len(snapshot) < rows:
+                snapshot += (await next_batch(again)).column("rollout_id").to_pylist()
+            reply = await system.client.submit_rewards({rollout_id("g", i): 1.0 for i in range(rows)})
+            again.cancel()
+            return ended.value, seen, snapshot, again.skipped, reply
+
+    error, seen, snapshot, skipped, reply = asyncio.run(main())
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert "fell behind" in error.details() and "reconnect" in error.details()
+    assert len(seen) < rows
+    assert sorted(snapshot) == sorted(rollout_id("g", i) for i in range(rows)) and skipped == 0
+    assert reply.accepted == rows  # every row still waited for its reward
 
 
 def test_the_stream_queue_drops_the_oldest_scored_batches_and_keeps_every_waiting_one():
@@ -477,6 +507,29 @@ def test_the_stream_queue_is_bounded_in_bytes_too():
         return [await feed.get() for _ in range(len(feed))]
 
     assert asyncio.run(main()) == [("huge", 4), ("wait", 0)]
+
+
+def test_the_stream_queue_ends_the_stream_rather_than_drop_a_waiting_batch():
+    async def main():
+        feed: StreamFeed[str] = StreamFeed(max_batches=3, max_bytes=1000)
+        for i in range(3):
+            feed.put(f"wait-{i}", 1, 100, droppable=False)
+        feed.put("scored", 1, 100)
+        first = await feed.get()
+        feed.put("wait-3", 1, 100, droppable=False)  # 3 waiting batches queued again: still within the bound
+        feed.put("wait-4", 1, 100, droppable=False)  # one more: the queue goes and the stream ends
+        feed.put("late", 1, 100)  # ignored: the stream has ended
+        with pytest.raises(StreamOverflowError) as overflow:
+            await feed.get()
+        bytes_bound: StreamFeed[str] = StreamFeed(max_batches=100, max_bytes=1000)
+        bytes_bound.put("wait-0", 1, 600, droppable=False)
+        bytes_bound.put("wait-1", 1, 600, droppable=False)
+        return first, len(feed), str(overflow.value), bytes_bound.closed
+
+    first, left, message, closed_by_bytes = asyncio.run(main())
+    assert first == ("wait-0", 0) and left == 0
+    assert "3 batches (300 bytes)" in message and "reconnect" in message
+    assert closed_by_bytes
 
 
 # ------------------------------------------------------------------------------------------ status, pause, checkpoint

@@ -49,7 +49,7 @@ from ring_async.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-from ring_async.verifiers.errors import VerifierError
+from ring_async.verifiers.errors import VerifierBusyError, VerifierError
 from ring_async.verifiers.feed import DEFAULT_MAX_BATCHES, DEFAULT_MAX_BYTES, StreamFeed
 from ring_async.verifiers.service import reward_answers, reward_type_filter
 
@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 ERROR_STATUS: Mapping[type, grpc.StatusCode] = {
     ControlRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     VerifierError: grpc.StatusCode.INVALID_ARGUMENT,  # the verifiers' checks of a reward or stream request
+    VerifierBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # a stream whose reader fell behind (StreamOverflowError)
 }
 
 TRAINED_WINDOW_S = 60.0  # trained_tokens_per_s: "over the last minute"

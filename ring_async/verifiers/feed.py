@@ -6,8 +6,12 @@ never waits. Items are either *droppable* (scored rollouts: a watcher that falls
 ones) or not (rollouts waiting for an external reward: skipping one would leave it waiting until it times out). Past
 ``max_batches`` droppable items, or ``max_bytes`` of them (a batch count alone would let a slow reader of large
 batches hold gigabytes), the oldest droppable ones are dropped and their rows counted; the next item handed to the
-consumer carries that count (``skipped``). Items that are not droppable are never dropped and do not count against
-the bounds; how many there can be is bounded where they come from (a verifier's ``max_awaiting_external``).
+consumer carries that count (``skipped``). Items that are not droppable are never dropped one by one; they have bounds
+of their own of the same size, and a reader that falls behind them loses its stream instead: the queue is emptied and
+the stream ends with :class:`StreamOverflowError` (RESOURCE_EXHAUSTED), which loses nothing, since those rollouts keep
+waiting where they are and a reconnecting pending_external_only stream starts with every one of them. (Without it a
+reward model that stops reading would make its stream keep every rollout that ever waited, for as long as it stays
+connected.)
 
 Everything runs on one event loop; nothing here is thread-safe.
 """
@@ -19,10 +23,16 @@ import collections
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ring_async.verifiers.errors import VerifierBusyError
+
 T = TypeVar("T")
 
 DEFAULT_MAX_BATCHES = 256
 DEFAULT_MAX_BYTES = 64 << 20
+
+
+class StreamOverflowError(VerifierBusyError):
+    """A stream's reader fell behind the rollouts that must not be dropped: the stream ends; reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,8 @@ class StreamFeed(Generic[T]):
         self._items: collections.deque[_Item[T]] = collections.deque()
         self._droppable = 0  # droppable items queued, and their bytes
         self._droppable_bytes = 0
+        self._kept = 0  # items that are not droppable, and their bytes
+        self._kept_bytes = 0
         self._skipped = 0  # rows dropped (here or upstream) since the consumer last got an item
         self.skipped_total = 0
         self._ready = asyncio.Event()
@@ -61,6 +73,12 @@ class StreamFeed(Generic[T]):
                 self._drop_oldest_droppable()
             self._droppable += 1
             self._droppable_bytes += nbytes
+        elif self._kept and (self._kept >= self.max_batches or self._kept_bytes + nbytes > self.max_bytes):
+            self._overflow()
+            return
+        else:
+            self._kept += 1
+            self._kept_bytes += nbytes
         self._items.append(_Item(value, rows, nbytes, droppable))
         self._ready.set()
 
@@ -101,6 +119,18 @@ class StreamFeed(Generic[T]):
         if item.droppable:
             self._droppable -= 1
             self._droppable_bytes -= item.nbytes
+        else:
+            self._kept -= 1
+            self._kept_bytes -= item.nbytes
+
+    def _overflow(self) -> None:
+        kept, kept_bytes = self._kept, self._kept_bytes
+        self._items.clear()
+        self._droppable = self._droppable_bytes = self._kept = self._kept_bytes = 0
+        self.close(StreamOverflowError(
+            f"the stream's reader fell behind: {kept} batches ({kept_bytes} bytes) of rollouts waiting for a reward "
+            f"were queued for it, its bound is {self.max_batches} batches or {self.max_bytes} bytes; read faster or "
+            f"reconnect (a pending_external_only stream starts again with every rollout waiting)"))
 
     def _drop_oldest_droppable(self) -> None:
         for index, item in enumerate(self._items):
