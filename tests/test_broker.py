@@ -205,6 +205,26 @@ def test_expired_lease_requeues_the_prompt_and_late_rollouts_are_rejected():
     assert b.closure() == {"rollouts": 0, "tokens": 0}
 
 
+def test_a_restarted_generators_leases_end_at_once_and_its_prompts_come_back():
+    clock = FakeClock()
+    b = broker(clock, n_prompts=3, **{"broker.max_pool_tokens": 100_000})
+    held = b.lease("gen-a", 2).groups
+    other = b.lease("gen-b", 1).groups
+    assert other.num_rows == 1
+    (g0, g1), (p0, p1) = held.column("group_id").to_pylist(), held.column("prompt_id").to_pylist()
+    b.submit(make_rollouts(g0, p0, [(0, 7, 1.0)]))
+    # gen-a's first lease after a restart: what its previous process held is lost with it.
+    again = b.lease("gen-a", 2, release_held=True)
+    assert again.released == 2
+    assert b.ledger.rollouts["lease_expired"] == 1 and b.ledger.tokens["lease_expired"] == 7
+    assert sorted(again.groups.column("prompt_id").to_pylist()) == sorted([p0, p1])  # ahead of the dataset
+    assert not {g0, g1} & set(again.groups.column("group_id").to_pylist())
+    assert b.submit(make_rollouts(g0, p0, [(1, 7, 0.0)])).late == 1  # the old process's work is late now
+    assert b.leased_groups == 3  # gen-b's group is untouched
+    assert b.lease("gen-b", 1, release_held=False).released == 0
+    assert b.closure() == {"rollouts": 0, "tokens": 0}
+
+
 def test_stale_rollouts_are_dropped_at_completion_and_from_the_pool():
     b = broker(**{"algorithm.max_staleness": 1, "algorithm.budget_tokens": 100})
     g1, p1 = lease_one(b)

@@ -66,6 +66,28 @@ def test_restart_replays_to_the_same_state_and_continues_identically(tmp_path):
     assert {**second.status(), "journal_seq": None} == reference.status()
 
 
+def test_idle_leases_are_not_journaled_and_a_release_replays(tmp_path):
+    config = CONFIG.model_copy(update={"broker": CONFIG.broker.model_copy(update={"max_inflight_groups": 3})})
+    broker = DurableBroker(config, PROMPTS, run_dir=tmp_path, clock=Clock())
+    lease = broker.lease("gen-a", 3)
+    assert lease.groups.num_rows == 3
+    broker.submit(synthetic_rollouts(lease.groups.slice(0, 1), np.random.default_rng(0),
+                                     LengthSpread(low=20, high=40, median=30), 0).slice(0, 2))
+    seq = broker.status()["journal_seq"]
+    for _ in range(20):  # a generator held back (3 groups out at most) polling: nothing changes or is journaled
+        assert broker.lease("gen-b", 2).groups.num_rows == 0
+    assert broker.status()["journal_seq"] == seq
+    released = broker.lease("gen-a", 2, release_held=True)  # gen-a restarted
+    assert released.released == 3 and released.groups.num_rows == 2
+    state = broker.status()
+    broker.close()
+
+    reopened = DurableBroker(config, PROMPTS, run_dir=tmp_path, clock=Clock())
+    assert {**reopened.status(), "journal_seq": None} == {**state, "journal_seq": None}
+    assert reopened.core.ledger.rollouts["lease_expired"] == 2
+    assert reopened.closure() == {"rollouts": 0, "tokens": 0}
+
+
 def test_a_torn_final_write_is_dropped_and_corruption_elsewhere_is_refused(tmp_path):
     broker = DurableBroker(CONFIG, PROMPTS, run_dir=tmp_path, clock=Clock())
     drive(broker, np.random.default_rng(0), 3)

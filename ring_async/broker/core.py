@@ -74,6 +74,7 @@ class _OpenGroup:
     prompt: Prompt
     size: int
     expires_at: float
+    holder: str  # the generator it is leased to
     received: dict[int, _Held] = field(default_factory=dict)
 
     @property
@@ -92,6 +93,7 @@ class LeaseResult:
     backpressure: bool
     policy_version: int
     retry_after_s: float = 0.0  # advised wait before the next lease; 0: the caller's own default
+    released: int = 0  # groups of this generator's earlier process that the call ended (release_held)
 
 
 @dataclass(frozen=True)
@@ -151,13 +153,17 @@ class Broker:
             ids.append(prompt.prompt_id)
         return ids
 
-    def lease(self, generator_id: str, max_groups: int) -> LeaseResult:
-        """Up to ``max_groups`` prompt groups for a generator, fewer (or none) under back-pressure."""
+    def lease(self, generator_id: str, max_groups: int, release_held: bool = False) -> LeaseResult:
+        """Up to ``max_groups`` prompt groups for a generator, fewer (or none) under back-pressure. ``release_held``:
+        the generator has just (re)started, so the groups still leased to its id died with its previous process;
+        they end now, as expired leases, instead of at ``lease_timeout_s``."""
         if max_groups < 1:
             raise BrokerError(f"max_groups must be at least 1, got {max_groups}")
         self.expire_leases()
+        released = self._end_leases([g for g in self._open.values() if g.holder == generator_id]) if release_held else 0
         if self._sync_hold():
-            return LeaseResult(_prompt_group_batch([]), True, self.policy_version, retry_after_s=SYNC_RETRY_S)
+            return LeaseResult(_prompt_group_batch([]), True, self.policy_version, retry_after_s=SYNC_RETRY_S,
+                               released=released)
         now = self._clock()
         leased: list[_OpenGroup] = []
         backpressure = False
@@ -173,10 +179,11 @@ class Broker:
                 prompt=prompt,
                 size=prompt.group_size or self._cfg.group_size,
                 expires_at=now + self._cfg.lease_timeout_s,
+                holder=generator_id,
             )
             self._open[group.group_id] = group
             leased.append(group)
-        return LeaseResult(_prompt_group_batch(leased), backpressure, self.policy_version)
+        return LeaseResult(_prompt_group_batch(leased), backpressure, self.policy_version, released=released)
 
     def _over_capacity(self) -> bool:
         if len(self._open) >= self._cfg.max_inflight_groups:
@@ -207,7 +214,9 @@ class Broker:
     def expire_leases(self) -> int:
         """Requeue the prompts of groups whose lease ran out; their partial rollouts leave as ``lease_expired``."""
         now = self._clock()
-        expired = [g for g in self._open.values() if g.expires_at <= now]
+        return self._end_leases([g for g in self._open.values() if g.expires_at <= now])
+
+    def _end_leases(self, expired: list[_OpenGroup]) -> int:
         for group in expired:
             del self._open[group.group_id]
             self._expired.add(group.group_id)

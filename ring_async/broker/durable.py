@@ -68,10 +68,17 @@ class DurableBroker:
         self._log("inject", {"prompts": [_prompt_to_dict(p) for p in named]})
         return ids
 
-    def lease(self, generator_id: str, max_groups: int) -> LeaseResult:
+    def lease(self, generator_id: str, max_groups: int, release_held: bool = False) -> LeaseResult:
         self._tick()
-        result = self.core.lease(generator_id, max_groups)
-        self._log("lease", {"generator_id": generator_id, "max_groups": max_groups})
+        if self.core.expire_leases():
+            self._log("expire")
+        exhausted = self.core.prompts_exhausted
+        result = self.core.lease(generator_id, max_groups, release_held)
+        # A lease that changed nothing (no group out, none released, the dataset's end not newly found) is not
+        # journaled: idle generators ask several times a second, and a replay without it is the same broker.
+        if result.groups.num_rows or result.released or self.core.prompts_exhausted != exhausted:
+            args = {"generator_id": generator_id, "max_groups": max_groups}
+            self._log("lease", {**args, "release_held": True} if release_held else args)
         return result
 
     def submit(self, rollouts: pa.RecordBatch, wire: bytes | None = None) -> SubmitResult:
@@ -178,7 +185,7 @@ class DurableBroker:
         elif entry.kind == "inject":
             self.core.inject(_prompt_from_dict(p) for p in args["prompts"])
         elif entry.kind == "lease":
-            self.core.lease(args["generator_id"], args["max_groups"])
+            self.core.lease(args["generator_id"], args["max_groups"], args.get("release_held", False))
         elif entry.kind == "submit":
             self.core.submit(codec.decode(entry.payload, ROLLOUT))
         elif entry.kind == "version":

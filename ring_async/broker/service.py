@@ -119,7 +119,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if request.max_groups < 1:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_groups must be at least 1, got 0")
         self.generator_versions[request.generator_id] = request.policy_version
-        result = self.broker.lease(request.generator_id, request.max_groups)
+        result = self.broker.lease(request.generator_id, request.max_groups, release_held=request.release_held)
+        if result.released:
+            logger.info("%s restarted: %d group(s) leased to its previous process go back to the queue",
+                        request.generator_id, result.released)
         core = self.broker.core
         short = result.groups.num_rows < request.max_groups
         return broker_pb2.LeaseReply(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ring_async.v1 import common_pb2 as ring__async_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aring_async/v1/broker.proto\x12\rring_async.v1\x1a\x1aring_async/v1/common.proto\"P\n\x0cLeaseRequest\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\x12\n\nmax_groups\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\"\x97\x01\n\nLeaseReply\x12)\n\x06groups\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x14\n\x0c\x62\x61\x63kpressure\x18\x02 \x01(\x08\x12\x15\n\rretry_after_s\x18\x03 \x01(\x01\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x19\n\x11prompts_exhausted\x18\x05 \x01(\x08\"Z\n\x15SubmitRolloutsRequest\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x14\n\x0csubmitter_id\x18\x02 \x01(\t\"I\n\x13SubmitRolloutsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x0c\n\x04late\x18\x03 \x01(\x03\"e\n\x15NextTrainBatchRequest\x12\x12\n\nlearner_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\x03\x12\x17\n\x0flearner_version\x18\x03 \x01(\x03\x12\x0e\n\x06wait_s\x18\x04 \x01(\x01\"[\n\x0fTrainBatchReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12(\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x0f\n\x07step_id\x18\x03 \x01(\x03\"F\n\x17\x41\x63knowledgeStepsRequest\x12\x12\n\nlearner_id\x18\x01 \x01(\t\x12\x17\n\x0fthrough_step_id\x18\x02 \x01(\x03\"H\n\x15\x41\x63knowledgeStepsReply\x12\x19\n\x11\x61\x63knowledged_step\x18\x01 \x01(\x03\x12\x14\n\x0coutbox_steps\x18\x02 \x01(\x03\"4\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\nlearner_id\x18\x02 \x01(\t\"\xd2\x07\n\x0c\x42rokerStatus\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x15\n\rsteps_emitted\x18\x02 \x01(\x03\x12\x19\n\x11\x61\x63knowledged_step\x18\x03 \x01(\x03\x12\x14\n\x0coutbox_steps\x18\x04 \x01(\x03\x12\x16\n\x0equeued_prompts\x18\x05 \x01(\x03\x12\x19\n\x11prompts_exhausted\x18\x06 \x01(\x08\x12\x15\n\rleased_groups\x18\x07 \x01(\x03\x12\x15\n\rpool_rollouts\x18\x08 \x01(\x03\x12\x13\n\x0bpool_tokens\x18\t \x01(\x03\x12\x18\n\x10pending_rollouts\x18\n \x01(\x03\x12\x16\n\x0epending_tokens\x18\x0b \x01(\x03\x12O\n\x13rollouts_by_outcome\x18\x0c \x03(\x0b\x32\x32.ring_async.v1.BrokerStatus.RolloutsByOutcomeEntry\x12K\n\x11tokens_by_outcome\x18\r \x03(\x0b\x32\x30.ring_async.v1.BrokerStatus.TokensByOutcomeEntry\x12L\n\x11rejected_rollouts\x18\x0e \x03(\x0b\x32\x31.ring_async.v1.BrokerStatus.RejectedRolloutsEntry\x12H\n\x0frejected_tokens\x18\x0f \x03(\x0b\x32/.ring_async.v1.BrokerStatus.RejectedTokensEntry\x12`\n\x1cinjected_rollouts_by_outcome\x18\x10 \x03(\x0b\x32:.ring_async.v1.BrokerStatus.InjectedRolloutsByOutcomeEntry\x1a\x38\n\x16RolloutsByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x36\n\x14TokensByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x37\n\x15RejectedRolloutsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13RejectedTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a@\n\x1eInjectedRolloutsByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x80\x04\n\x06\x42roker\x12\x46\n\x0cLeasePrompts\x12\x1b.ring_async.v1.LeaseRequest\x1a\x19.ring_async.v1.LeaseReply\x12Z\n\x0eSubmitRollouts\x12$.ring_async.v1.SubmitRolloutsRequest\x1a\".ring_async.v1.SubmitRolloutsReply\x12V\n\x0eNextTrainBatch\x12$.ring_async.v1.NextTrainBatchRequest\x1a\x1e.ring_async.v1.TrainBatchReply\x12`\n\x10\x41\x63knowledgeSteps\x12&.ring_async.v1.AcknowledgeStepsRequest\x1a$.ring_async.v1.AcknowledgeStepsReply\x12P\n\x13ReportPolicyVersion\x12\x1c.ring_async.v1.PolicyVersion\x1a\x1b.ring_async.v1.BrokerStatus\x12\x46\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1b.ring_async.v1.BrokerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aring_async/v1/broker.proto\x12\rring_async.v1\x1a\x1aring_async/v1/common.proto\"f\n\x0cLeaseRequest\x12\x14\n\x0cgenerator_id\x18\x01 \x01(\t\x12\x12\n\nmax_groups\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x14\n\x0crelease_held\x18\x04 \x01(\x08\"\x97\x01\n\nLeaseReply\x12)\n\x06groups\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x14\n\x0c\x62\x61\x63kpressure\x18\x02 \x01(\x08\x12\x15\n\rretry_after_s\x18\x03 \x01(\x01\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x19\n\x11prompts_exhausted\x18\x05 \x01(\x08\"Z\n\x15SubmitRolloutsRequest\x12+\n\x08rollouts\x18\x01 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x14\n\x0csubmitter_id\x18\x02 \x01(\t\"I\n\x13SubmitRolloutsReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x0c\n\x04late\x18\x03 \x01(\x03\"e\n\x15NextTrainBatchRequest\x12\x12\n\nlearner_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\x03\x12\x17\n\x0flearner_version\x18\x03 \x01(\x03\x12\x0e\n\x06wait_s\x18\x04 \x01(\x01\"[\n\x0fTrainBatchReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12(\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.ring_async.v1.ArrowBatch\x12\x0f\n\x07step_id\x18\x03 \x01(\x03\"F\n\x17\x41\x63knowledgeStepsRequest\x12\x12\n\nlearner_id\x18\x01 \x01(\t\x12\x17\n\x0fthrough_step_id\x18\x02 \x01(\x03\"H\n\x15\x41\x63knowledgeStepsReply\x12\x19\n\x11\x61\x63knowledged_step\x18\x01 \x01(\x03\x12\x14\n\x0coutbox_steps\x18\x02 \x01(\x03\"4\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\nlearner_id\x18\x02 \x01(\t\"\xd2\x07\n\x0c\x42rokerStatus\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x15\n\rsteps_emitted\x18\x02 \x01(\x03\x12\x19\n\x11\x61\x63knowledged_step\x18\x03 \x01(\x03\x12\x14\n\x0coutbox_steps\x18\x04 \x01(\x03\x12\x16\n\x0equeued_prompts\x18\x05 \x01(\x03\x12\x19\n\x11prompts_exhausted\x18\x06 \x01(\x08\x12\x15\n\rleased_groups\x18\x07 \x01(\x03\x12\x15\n\rpool_rollouts\x18\x08 \x01(\x03\x12\x13\n\x0bpool_tokens\x18\t \x01(\x03\x12\x18\n\x10pending_rollouts\x18\n \x01(\x03\x12\x16\n\x0epending_tokens\x18\x0b \x01(\x03\x12O\n\x13rollouts_by_outcome\x18\x0c \x03(\x0b\x32\x32.ring_async.v1.BrokerStatus.RolloutsByOutcomeEntry\x12K\n\x11tokens_by_outcome\x18\r \x03(\x0b\x32\x30.ring_async.v1.BrokerStatus.TokensByOutcomeEntry\x12L\n\x11rejected_rollouts\x18\x0e \x03(\x0b\x32\x31.ring_async.v1.BrokerStatus.RejectedRolloutsEntry\x12H\n\x0frejected_tokens\x18\x0f \x03(\x0b\x32/.ring_async.v1.BrokerStatus.RejectedTokensEntry\x12`\n\x1cinjected_rollouts_by_outcome\x18\x10 \x03(\x0b\x32:.ring_async.v1.BrokerStatus.InjectedRolloutsByOutcomeEntry\x1a\x38\n\x16RolloutsByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x36\n\x14TokensByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x37\n\x15RejectedRolloutsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13RejectedTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a@\n\x1eInjectedRolloutsByOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x80\x04\n\x06\x42roker\x12\x46\n\x0cLeasePrompts\x12\x1b.ring_async.v1.LeaseRequest\x1a\x19.ring_async.v1.LeaseReply\x12Z\n\x0eSubmitRollouts\x12$.ring_async.v1.SubmitRolloutsRequest\x1a\".ring_async.v1.SubmitRolloutsReply\x12V\n\x0eNextTrainBatch\x12$.ring_async.v1.NextTrainBatchRequest\x1a\x1e.ring_async.v1.TrainBatchReply\x12`\n\x10\x41\x63knowledgeSteps\x12&.ring_async.v1.AcknowledgeStepsRequest\x1a$.ring_async.v1.AcknowledgeStepsReply\x12P\n\x13ReportPolicyVersion\x12\x1c.ring_async.v1.PolicyVersion\x1a\x1b.ring_async.v1.BrokerStatus\x12\x46\n\tGetStatus\x12\x1c.ring_async.v1.StatusRequest\x1a\x1b.ring_async.v1.BrokerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,35 +43,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._loaded_options = None
   _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._serialized_options = b'8\001'
   _globals['_LEASEREQUEST']._serialized_start=73
-  _globals['_LEASEREQUEST']._serialized_end=153
-  _globals['_LEASEREPLY']._serialized_start=156
-  _globals['_LEASEREPLY']._serialized_end=307
-  _globals['_SUBMITROLLOUTSREQUEST']._serialized_start=309
-  _globals['_SUBMITROLLOUTSREQUEST']._serialized_end=399
-  _globals['_SUBMITROLLOUTSREPLY']._serialized_start=401
-  _globals['_SUBMITROLLOUTSREPLY']._serialized_end=474
-  _globals['_NEXTTRAINBATCHREQUEST']._serialized_start=476
-  _globals['_NEXTTRAINBATCHREQUEST']._serialized_end=577
-  _globals['_TRAINBATCHREPLY']._serialized_start=579
-  _globals['_TRAINBATCHREPLY']._serialized_end=670
-  _globals['_ACKNOWLEDGESTEPSREQUEST']._serialized_start=672
-  _globals['_ACKNOWLEDGESTEPSREQUEST']._serialized_end=742
-  _globals['_ACKNOWLEDGESTEPSREPLY']._serialized_start=744
-  _globals['_ACKNOWLEDGESTEPSREPLY']._serialized_end=816
-  _globals['_POLICYVERSION']._serialized_start=818
-  _globals['_POLICYVERSION']._serialized_end=870
-  _globals['_BROKERSTATUS']._serialized_start=873
-  _globals['_BROKERSTATUS']._serialized_end=1851
-  _globals['_BROKERSTATUS_ROLLOUTSBYOUTCOMEENTRY']._serialized_start=1561
-  _globals['_BROKERSTATUS_ROLLOUTSBYOUTCOMEENTRY']._serialized_end=1617
-  _globals['_BROKERSTATUS_TOKENSBYOUTCOMEENTRY']._serialized_start=1619
-  _globals['_BROKERSTATUS_TOKENSBYOUTCOMEENTRY']._serialized_end=1673
-  _globals['_BROKERSTATUS_REJECTEDROLLOUTSENTRY']._serialized_start=1675
-  _globals['_BROKERSTATUS_REJECTEDROLLOUTSENTRY']._serialized_end=1730
-  _globals['_BROKERSTATUS_REJECTEDTOKENSENTRY']._serialized_start=1732
-  _globals['_BROKERSTATUS_REJECTEDTOKENSENTRY']._serialized_end=1785
-  _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._serialized_start=1787
-  _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._serialized_end=1851
-  _globals['_BROKER']._serialized_start=1854
-  _globals['_BROKER']._serialized_end=2366
+  _globals['_LEASEREQUEST']._serialized_end=175
+  _globals['_LEASEREPLY']._serialized_start=178
+  _globals['_LEASEREPLY']._serialized_end=329
+  _globals['_SUBMITROLLOUTSREQUEST']._serialized_start=331
+  _globals['_SUBMITROLLOUTSREQUEST']._serialized_end=421
+  _globals['_SUBMITROLLOUTSREPLY']._serialized_start=423
+  _globals['_SUBMITROLLOUTSREPLY']._serialized_end=496
+  _globals['_NEXTTRAINBATCHREQUEST']._serialized_start=498
+  _globals['_NEXTTRAINBATCHREQUEST']._serialized_end=599
+  _globals['_TRAINBATCHREPLY']._serialized_start=601
+  _globals['_TRAINBATCHREPLY']._serialized_end=692
+  _globals['_ACKNOWLEDGESTEPSREQUEST']._serialized_start=694
+  _globals['_ACKNOWLEDGESTEPSREQUEST']._serialized_end=764
+  _globals['_ACKNOWLEDGESTEPSREPLY']._serialized_start=766
+  _globals['_ACKNOWLEDGESTEPSREPLY']._serialized_end=838
+  _globals['_POLICYVERSION']._serialized_start=840
+  _globals['_POLICYVERSION']._serialized_end=892
+  _globals['_BROKERSTATUS']._serialized_start=895
+  _globals['_BROKERSTATUS']._serialized_end=1873
+  _globals['_BROKERSTATUS_ROLLOUTSBYOUTCOMEENTRY']._serialized_start=1583
+  _globals['_BROKERSTATUS_ROLLOUTSBYOUTCOMEENTRY']._serialized_end=1639
+  _globals['_BROKERSTATUS_TOKENSBYOUTCOMEENTRY']._serialized_start=1641
+  _globals['_BROKERSTATUS_TOKENSBYOUTCOMEENTRY']._serialized_end=1695
+  _globals['_BROKERSTATUS_REJECTEDROLLOUTSENTRY']._serialized_start=1697
+  _globals['_BROKERSTATUS_REJECTEDROLLOUTSENTRY']._serialized_end=1752
+  _globals['_BROKERSTATUS_REJECTEDTOKENSENTRY']._serialized_start=1754
+  _globals['_BROKERSTATUS_REJECTEDTOKENSENTRY']._serialized_end=1807
+  _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._serialized_start=1809
+  _globals['_BROKERSTATUS_INJECTEDROLLOUTSBYOUTCOMEENTRY']._serialized_end=1873
+  _globals['_BROKER']._serialized_start=1876
+  _globals['_BROKER']._serialized_end=2388
 # @@protoc_insertion_point(module_scope)

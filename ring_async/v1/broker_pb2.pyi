@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("generator_id", "max_groups", "policy_version")
+    __slots__ = ("generator_id", "max_groups", "policy_version", "release_held")
     GENERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_HELD_FIELD_NUMBER: _ClassVar[int]
     generator_id: str
     max_groups: int
     policy_version: int
-    def __init__(self, generator_id: _Optional[str] = ..., max_groups: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    release_held: bool
+    def __init__(self, generator_id: _Optional[str] = ..., max_groups: _Optional[int] = ..., policy_version: _Optional[int] = ..., release_held: _Optional[bool] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
     __slots__ = ("groups", "backpressure", "retry_after_s", "policy_version", "prompts_exhausted")

@@ -31,21 +31,26 @@ class Lease:
 
 
 class GrpcBrokerClient:
-    """``lease`` over Broker.LeasePrompts, reporting the generator's loaded policy version."""
+    """``lease`` over Broker.LeasePrompts, reporting the generator's loaded policy version. One per generator
+    process: its first lease that reaches the broker asks it to release what this generator id held before (a
+    restarted generator's lost groups come back at once instead of at the lease timeout)."""
 
     def __init__(self, channel: grpc.aio.Channel, policy_version: Callable[[], int] = lambda: -1,
                  timeout_s: float | None = None):
         self._stub = broker_pb2_grpc.BrokerStub(channel)
         self._policy_version = policy_version
         self._timeout_s = timeout_s
+        self._first = True
 
     async def lease(self, generator_id: str, max_groups: int) -> Lease:
         reply = await self._stub.LeasePrompts(
             broker_pb2.LeaseRequest(
-                generator_id=generator_id, max_groups=max_groups, policy_version=self._policy_version()
+                generator_id=generator_id, max_groups=max_groups, policy_version=self._policy_version(),
+                release_held=self._first,
             ),
             timeout=self._timeout_s,
         )
+        self._first = False
         return Lease(
             groups=unpack_batch(reply.groups, PROMPT_GROUP),
             backpressure=reply.backpressure,
