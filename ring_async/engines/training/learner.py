@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -184,8 +184,11 @@ class LearnerCore:
 
     # -- one step -----------------------------------------------------------------------------------------------
 
-    def train_step(self, batch: TrainBatch | bytes) -> StepResult:
-        """Train on one TrainBatch (or its Arrow IPC bytes): one optimizer step, policy version + 1."""
+    def train_step(self, batch: TrainBatch | bytes,
+                   record: Callable[[StepResult], None] | None = None) -> StepResult:
+        """Train on one TrainBatch (or its Arrow IPC bytes): one optimizer step, policy version + 1. ``record`` gets
+        the step's result before the step's periodic checkpoint is written, so a step a checkpoint holds is always
+        on record (a process killed in between trains it again after resuming, and records it twice)."""
         started = time.perf_counter()
         if isinstance(batch, (bytes, bytearray, memoryview)):
             batch = TrainBatch.from_ipc(bytes(batch))
@@ -267,10 +270,13 @@ class LearnerCore:
             "logprob_mismatch_max": float(mismatch[2]) if mismatch[1] > 0 else math.nan,
         }
         self.last_metrics = metrics
+        result = StepResult(step_id=batch.step_id, policy_version=self.step, metrics=metrics)
+        if record is not None:
+            record(result)
         every = self.config.learner.checkpoint_every_steps
         if every is not None and self.step % every == 0:
             self.save_checkpoint()
-        return StepResult(step_id=batch.step_id, policy_version=self.step, metrics=metrics)
+        return result
 
     def _check_order(self, batch: TrainBatch) -> None:
         expected = self.last_consumed_step + 1

@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import grpc
 
@@ -136,7 +136,7 @@ class LearnerLoop:
 
     def __init__(self, core: LearnerCore, source: BatchSource, publisher: WeightPublisher | None = None, *,
                  max_steps: int | None = None, retry_s: float = 1.0,
-                 on_step: Callable[[StepResult], Awaitable[None] | None] | None = None):
+                 on_step: Callable[[StepResult], None] | None = None):
         self.core = core
         self.source = source
         self.publisher = publisher if core.rank == 0 else None
@@ -166,7 +166,9 @@ class LearnerLoop:
                 continue
             try:
                 async with self.engine_lock:
-                    result = await asyncio.to_thread(self.core.train_step, batch)
+                    # on_step (rank 0) runs in the training thread, before the step's checkpoint: see train_step.
+                    record = self.on_step if self.core.rank == 0 else None
+                    result = await asyncio.to_thread(self.core.train_step, batch, record)
                     weights = self.core.weights() if self.publisher is not None else None
             except (BatchRejected, StepOrderError, PayloadError) as err:
                 self.status.refused_batches += 1
@@ -191,8 +193,6 @@ class LearnerLoop:
         every = self.core.config.learner.checkpoint_every_steps
         if every is not None and self.core.step % every == 0:  # the core wrote one at the end of this step
             await self._to_broker(lambda: self.source.acknowledge(self.core.last_consumed_step))
-        if self.on_step is not None:
-            await _call(self.on_step(result))
 
     async def checkpoint_current(self) -> CheckpointInfo:
         """A checkpoint of the weights as they are now, unless the latest one already holds them."""
