@@ -186,6 +186,10 @@ def test_the_loop_leases_generates_forwards_and_every_rollout_is_accounted_for()
     assert status.rollouts_forwarded == rows == 12 and status.inflight_groups == 0
     assert broker.ledger.accepted_rollouts == 12 and broker.leased_groups == 0
     assert broker.closure() == {"rollouts": 0, "tokens": 0}
+    # Groups are forwarded whole: every group in exactly one forward, with both of its samples.
+    forwards = [b.column("group_id").to_pylist() for b in verifier.batches]
+    groups = [group for ids in forwards for group in set(ids)]
+    assert len(groups) == len(set(groups)) == 6 and all(ids.count(g) == 2 for ids in forwards for g in ids)
     first = verifier.batches[0]
     assert set(first.column("verdict").to_pylist()) == {"pending"} and first.column("reward").null_count == first.num_rows
     meta = msgpack.unpackb(first.column("metadata")[0].as_py())
