@@ -437,6 +437,15 @@ def test_one_runner_serves_the_cases_of_a_program(judge):
     assert result.verdict == V.ACCEPTED, result.details
 
 
+def test_processes_a_case_started_are_gone_before_the_next_case(judge):
+    source = "import os, subprocess\n" \
+             "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n" \
+             "print(len(others))\nsubprocess.Popen(['sleep', '600'])\n"
+    tests = parse_tests({"mode": "stdio", "cases": [{"input": "", "output": "0"} for _ in range(4)]})
+    result = judge.judge(source, tests)
+    assert result.verdict == V.ACCEPTED, result.details
+
+
 def test_state_left_by_earlier_cases_never_fails_a_case(judge):
     # A program that fails only where an earlier run left something behind (here a flag on a module; the same goes
     # for memory kept in one) is judged as separate processes would judge it: the failing case runs again in a

@@ -382,7 +382,10 @@ class Child:
             _write_all(self.ctl_w, index.to_bytes(4, "big"))
         except OSError:
             pass  # it died after its last case: watch() reaps it and reports how it ended
-        return self.watch(limits, cpu_base)
+        run = self.watch(limits, cpu_base)
+        if self.alive:  # what the case started dies with the case, as it would with a process of its own
+            _kill_others(keep=self.pid)
+        return run
 
     def watch(self, limits, cpu_base=0.0):
         """Until the child ends, or (a runner) a whole report frame arrives, enforcing the case's wall-clock, CPU
