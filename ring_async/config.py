@@ -214,7 +214,7 @@ class GenerationConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Serving dtype; auto: the checkpoint's dtype (bfloat16 for vLLM on GPU)."
     )
-    max_batch_size: int = Field(64, ge=1, description="Sequences decoded together (batch slots of the torch engine).")
+    max_batch_size: int = Field(128, ge=1, description="Sequences decoded together (batch slots of the torch engine).")
     max_model_len: int | None = Field(
         None, ge=2, description="Longest prompt + response in tokens; null: the model's max_position_embeddings."
     )
