@@ -257,13 +257,20 @@ def _vm_size_bytes():
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _stat_fields(pid):
+    """The fields of /proc/<pid>/stat after the command name (the state letter first); [] once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _cpu_seconds(pid):
     """CPU time of a live process: all its threads, and its children it has waited for (clock ticks)."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+        return sum(int(value) for value in _stat_fields(pid)[11:15]) / os.sysconf("SC_CLK_TCK")
+    except ValueError:
         return 0.0
 
 
@@ -278,19 +285,14 @@ def _kill_others(keep=None):
                 os.kill(-1, SIGKILL)
             except ProcessLookupError:
                 pass
-            try:
-                while True:
-                    pid, _status = os.waitpid(-1, os.WNOHANG)
-                    if pid == 0:
-                        break
-            except ChildProcessError:
+            if not _reap_children():
                 return  # no children left
             time.sleep(0.0005)
         return
     killed = set()
     for _ in range(1000):
         victims = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if pid not in (1, keep)
-                   and _state(pid) not in (b"", b"Z")]
+                   and _stat_fields(pid)[:1] not in ([], [b"Z"])]
         if not victims:
             break
         for pid in victims:
@@ -305,15 +307,6 @@ def _kill_others(keep=None):
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-
-
-def _state(pid):
-    """The state letter of a process (b"Z" for a zombie), b"" once it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return b""
 
 
 # -- running children ------------------------------------------------------------------------------------------------
@@ -442,9 +435,10 @@ class Child:
                     break
                 next_cpu_check = time.monotonic() + check_every
         if killed_for or exited:
-            report = self._end(report)
+            report = _parse_report(self._end(report) or b"")
             cpu_s = max(0.0, self.status[1] - cpu_base)
         else:  # a runner waiting for its next case; it flushed this one's output before reporting
+            report = _parse_report(report)
             cpu_s = max(_cpu_seconds(self.pid) - cpu_base, _reported_cpu(report))
         for fd, buf in ((self.out_r, out), (self.err_r, err)):
             while True:
@@ -467,8 +461,8 @@ class Child:
             "killed_for": killed_for,
             "stdout": bytes(out[: limits.output_bytes]),
             "stderr": bytes(err),
-            "report": report or b"",
-            "leave": self.status is not None or _parse_report(report or b"").get("leave") == "1",
+            "report": report,  # parsed (empty for an exec'd child, which reports nothing)
+            "leave": self.status is not None or report.get("leave") == "1",
         }
 
     def _next_report(self):
@@ -525,7 +519,7 @@ def _run_child(target, stdin_bytes, limits):
 
 
 def _reported_cpu(report):
-    value = _parse_report(report).get("cpu", "")
+    value = report.get("cpu", "")
     try:
         return max(0.0, float(value))
     except ValueError:
@@ -534,7 +528,7 @@ def _reported_cpu(report):
 
 def _classify(run, limits, python, mode="stdio"):
     """The harness's view of one run: a status, a reason and the raw facts (the host has the final word)."""
-    report = _parse_report(run["report"]) if python else {}
+    report = run["report"]
     word = run["status_word"]
     if word is None:  # a runner that finished the case: its exit status is the one the case would have ended with
         exit_code, sig = _exit_code(report.get("exit", "0")), None
@@ -715,11 +709,13 @@ def _join_threads():
 
 
 def _reap_children():
+    """Reap every child that has ended; False when there are no children left at all."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
     except ChildProcessError:
-        pass
+        return False
+    return True
 
 
 def _one_line(value):
