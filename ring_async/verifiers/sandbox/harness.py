@@ -375,10 +375,7 @@ class Child:
             _write_all(self.ctl_w, index.to_bytes(4, "big"))
         except OSError:
             pass  # it died after its last case: watch() reaps it and reports how it ended
-        run = self.watch(limits, cpu_base)
-        if self.alive:  # what the case started dies with the case, as it would with a process of its own
-            _kill_others(keep=self.pid)
-        return run
+        return self.watch(limits, cpu_base)
 
     def watch(self, limits, cpu_base=0.0):
         """Until the child ends, or (a runner) a whole report frame arrives, enforcing the case's wall-clock, CPU
@@ -440,6 +437,9 @@ class Child:
         else:  # a runner waiting for its next case; it flushed this one's output before reporting
             report = _parse_report(report)
             cpu_s = max(_cpu_seconds(self.pid) - cpu_base, _reported_cpu(report))
+            # What the case started dies with the case, as with a process of its own, and before the pipes are
+            # drained: no writer but the waiting runner is left, so the drain below ends.
+            _kill_others(keep=self.pid)
         for fd, buf in ((self.out_r, out), (self.err_r, err)):
             while True:
                 try:
