@@ -176,7 +176,7 @@ class CheckpointSelectionConfig(_Section):
     """Choosing the SFT checkpoint RL starts from, by the policy's token entropy on its own samples (DESIGN §2)."""
 
     entropy_band: tuple[float, float] = Field(
-        (0.05, 0.10), description="Target mean token entropy [low, high] in nats at temperature 1.0."
+        (0.08, 0.15), description="Target mean token entropy [low, high] in nats at temperature 1.0."
     )
     when_none_in_band: Literal["nearest", "error"] = Field(
         "nearest", description="nearest: take the checkpoint closest to the band (reported); error: fail."
