@@ -6,6 +6,7 @@ config travels as its validated dict (validated again on arrival, so every proce
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ray
@@ -79,6 +80,10 @@ class GeneratorActor(_RoleActor):
 
     async def set_verifier(self, address: str) -> None:
         self.host.set_verifier(address)
+
+    async def status(self) -> dict:
+        """The generation loop's counters (leases, forwards, stale samples stopped) as plain values."""
+        return dataclasses.asdict(self.host.loop.status())
 
 
 @ray.remote

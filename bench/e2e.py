@@ -57,7 +57,8 @@ def run_mode(config, mode: str, policy: Path, prompts, seconds: float, run_root:
             **_throughput(history, cfg.algorithm.budget_tokens),
             "response_tokens_accepted": int(generated),
             "zero_advantage_tokens": int(broker["tokens"].get("zero_advantage", 0)),
-            "stale_tokens": int(broker["tokens"].get("stale", 0))}
+            "stale_tokens": int(broker["tokens"].get("stale", 0)),
+            "stale_samples_stopped": sum(int(s.get("stale_aborted", 0)) for s in result.generators.values())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,11 @@ class AlgorithmConfig(_Section):
     max_staleness: int = Field(
         1, ge=0, description="A rollout of policy version v is usable while learner_version - v <= max_staleness."
     )
+    select_order: Literal["completed", "version"] = Field(
+        "completed",
+        description="Order in which pooled groups fill a step. completed: the oldest completed group first; version: "
+        "the oldest policy version first (the groups that go stale soonest), completion order among equals.",
+    )
     advantage_norm: Literal["std", "none"] = Field(
         "std", description="std: (R - mean) / (std + eps), GRPO; none: R - mean."
     )
@@ -241,6 +246,11 @@ class GenerationConfig(_Section):
     groups_per_lease: int = Field(4, ge=1, description="Most prompt groups asked for in one lease.")
     max_inflight_groups: int = Field(
         16, ge=1, description="Leased groups a generator holds at once (generating or waiting for a slot)."
+    )
+    abort_stale: bool = Field(
+        True,
+        description="Stop a sample as soon as the learner's version makes it stale (begun under a version older than "
+        "the latest minus algorithm.max_staleness): it would be dropped, and its batch slot goes to a fresh group.",
     )
     backpressure_wait_s: float = Field(
         1.0, gt=0, description="Seconds without leasing after the broker signals back-pressure (in-flight work goes on)."

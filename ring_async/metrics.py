@@ -126,6 +126,8 @@ class GeneratorCollector(Collector):
             yield _counter("generator_lease_errors", "Lease calls to the broker that failed", loop.lease_errors, lb)
             yield _counter("generator_forward_errors", "Verify-then-submit calls that failed", loop.forward_errors,
                            lb)
+            yield _counter("generator_stale_aborted", "Samples stopped because the policy version made them stale",
+                           loop.stale_aborted, lb)
 
 
 class VerifierCollector(Collector):

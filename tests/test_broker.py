@@ -241,6 +241,20 @@ def test_stale_rollouts_are_dropped_at_completion_and_from_the_pool():
         b.set_policy_version(1)
 
 
+def test_a_masked_stale_rollout_counts_as_stale():
+    # The generator stops samples that went stale (finish reason "abort", masked by the verifier): stale is why they
+    # left, so the ledger says so; a masked fresh one is unverifiable as before.
+    b = broker(**{"algorithm.max_staleness": 1, "broker.group_size": 3})
+    g, p = lease_one(b)
+    b.set_policy_version(2)
+    b.submit(make_rollouts(g, p, [(0, 5, 1.0), (1, 7, None), (2, 5, 0.0)], version=0))
+    assert b.ledger.rollouts["stale"] == 3 and b.ledger.tokens["stale"] == 17 and b.ledger.rollouts["unverifiable"] == 0
+    g, p = lease_one(b)
+    b.submit(make_rollouts(g, p, [(0, 5, 1.0), (1, 7, None), (2, 5, 0.0)], version=1))
+    assert b.ledger.rollouts["unverifiable"] == 1 and b.pool_rollouts == 2
+    assert b.closure() == {"rollouts": 0, "tokens": 0}
+
+
 def test_discard_mode_drops_leftovers_after_each_step():
     b = broker(**{"algorithm.leftovers": "discard", "broker.group_size": 4})
     g, p = lease_one(b)
@@ -517,3 +531,21 @@ def test_outcomes_of_injected_prompts_are_counted_apart():
     assert b.next_batch().loss_tokens == 20
     assert b.injected_rollouts == {"accepted": 2, "trained": 2}
     assert b.status()["injected_rollouts"] == {"accepted": 2, "trained": 2}
+
+
+def test_version_order_trains_what_goes_stale_soonest_first():
+    # Groups complete out of version order (a long group begun under version 0 finishes after a short one begun under
+    # 1). completed: the newer group is trained first; version: the older one, its members kept together.
+    def pooled_order(order):
+        b = broker(**{"algorithm.max_staleness": 1, "algorithm.select_order": order, "algorithm.budget_tokens": 10})
+        b.set_policy_version(1)
+        g_new, p_new = lease_one(b)
+        g_old, p_old = lease_one(b)
+        b.submit(make_rollouts(g_new, p_new, [(0, 5, 1.0), (1, 5, 0.0)], version=1))
+        b.submit(make_rollouts(g_old, p_old, [(0, 5, 1.0), (1, 5, 0.0)], version=0))
+        return b.next_batch().records.column("group_id").to_pylist(), g_new, g_old
+
+    rows, g_new, _ = pooled_order("completed")
+    assert rows == [g_new, g_new]
+    rows, _, g_old = pooled_order("version")
+    assert rows == [g_old, g_old]

@@ -232,6 +232,32 @@ def test_samples_finish_independently_and_group_counts_add_up(moe):
     assert all(s.policy_version_first == s.policy_version_last == 0 for s in samples)
 
 
+def load_version(core: TorchEngineCore, version: int, seed: int) -> None:
+    """Load another model's weights into ``core`` as ``version``, the way a weight update does."""
+    from ring_async.engines.generation import iter_buckets
+
+    assembler = core.assembler()
+    for bucket in iter_buckets(tiny_moe(seed=seed), version=version):
+        assembler.add(bucket)
+    core.apply_weights(assembler.finish())
+
+
+def test_samples_begun_under_an_older_version_are_stopped_and_the_rest_go_on():
+    core = TorchEngineCore(tiny_moe(seed=0), max_batch_size=2)  # its own model: the update below changes it
+    core.add(make_request(0, [5, 6, 7], n=2, max_tokens=30, ignore_eos=True))  # both decoding under version 0
+    core.add(make_request(1, [8, 9], max_tokens=30, ignore_eos=True))  # waits for a slot
+    for _ in range(3):
+        assert core.step() == []
+    load_version(core, 1, seed=1)
+    stopped = core.abort_started_before(1)
+    assert sorted(s.rollout_id for s in stopped) == ["g0/0", "g0/1"]
+    assert all(s.finish_reason == "abort" and s.policy_version_first == 0 for s in stopped)
+    assert all(0 < s.num_tokens < 30 and s.logprobs.shape == s.token_ids.shape for s in stopped)  # kept so far
+    assert core.abort_started_before(1) == [] and core.running == 0 and core.waiting == 1
+    rest = core.run_to_completion()
+    assert [(s.rollout_id, s.policy_version_first, s.num_tokens) for s in rest] == [("g1/0", 1, 30)]
+
+
 def test_a_groups_prompt_is_prefilled_once_for_all_its_samples(moe):
     core = TorchEngineCore(moe, max_batch_size=16, seed=3)
     prefilled: list[int] = []

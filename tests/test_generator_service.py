@@ -127,9 +127,10 @@ def _request(group_id: str):
     return GroupRequest(group_id, "p", [5, 6, 7], SamplingParams(max_tokens=4))
 
 
-def _broker(prompts: int, **broker) -> Broker:
+def _broker(prompts: int, max_staleness: int = 4, filter_zero_adv: bool = True, **broker) -> Broker:
     config = load_config(overrides={
-        "algorithm.budget_tokens": 64, "algorithm.max_staleness": 4, "broker.group_size": 2,
+        "algorithm.budget_tokens": 64, "algorithm.max_staleness": max_staleness,
+        "algorithm.filter_zero_adv": filter_zero_adv, "broker.group_size": 2,
         "broker.expected_response_tokens": 8, "broker.shuffle_prompts": False,
         **{f"broker.{k}": v for k, v in broker.items()},
     })
@@ -161,14 +162,15 @@ def score(rollouts: pa.RecordBatch) -> pa.RecordBatch:
     ).set_column(schema.get_field_index("verdict"), schema.field("verdict"), pa.array(verdicts))
 
 
-def _loop(broker, verifier, **generation) -> tuple[GenerationLoop, TorchEngine]:
+def _loop(broker, verifier, max_staleness: int | None = None, **generation) -> tuple[GenerationLoop, TorchEngine]:
     tokenizer = byte_tokenizer()
     engine = TorchEngine(TorchEngineCore(tiny_moe(seed=0), tokenizer, max_batch_size=4))
     settings = dict(max_tokens=12, groups_per_lease=2, max_inflight_groups=4, idle_wait_s=0.05,
                     backpressure_wait_s=0.05)
     config = GenerationConfig(**{**settings, **generation})
     tokenize = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    return GenerationLoop(engine, broker, verifier, config=config, tokenize=tokenize, tokenizer=tokenizer), engine
+    return GenerationLoop(engine, broker, verifier, config=config, tokenize=tokenize, tokenizer=tokenizer,
+                          max_staleness=max_staleness), engine
 
 
 def test_the_loop_leases_generates_forwards_and_every_rollout_is_accounted_for():
@@ -274,6 +276,47 @@ def test_a_weight_update_during_the_loop_is_recorded_in_the_rollouts():
     assert (0, 1) in set(zip(first, last))  # decoded across the update, and says so
     assert (1, 1) in set(zip(first, last))  # started after it
     assert all(f <= l for f, l in zip(first, last))
+
+
+def test_samples_a_new_version_makes_stale_are_stopped_masked_and_counted_stale():
+    from ring_async.verifiers.core import VerifierCore
+    from ring_async.verifiers.service import rollouts_to_score, with_results
+
+    # Every group counts, whatever its rewards: the ledger's stale count is then exact.
+    broker = _broker(prompts=12, max_staleness=0, filter_zero_adv=False)
+    verifier = VerifierCore()
+    forwarded: list[dict] = []
+
+    async def verify_then_submit(rollouts: pa.RecordBatch) -> None:  # what the verifier service does
+        scored = with_results(rollouts, await verifier.score(rollouts_to_score(rollouts)))
+        forwarded.extend(scored.to_pylist())
+        broker.submit(scored)
+
+    loop, engine = _loop(broker, verify_then_submit, max_tokens=120, max_staleness=0)
+
+    async def main():
+        async with Served(loop=loop, engine=engine) as served:
+            task = asyncio.create_task(loop.run(max_groups=12))
+            while engine.core.meter.total < 30:
+                await asyncio.sleep(0.01)
+            # As the learner publishes: the generator loads the version first, then the broker is told.
+            await push_weights(served.stub, tiny_moe(seed=1), version=1)
+            broker.set_policy_version(1)
+            status = await task
+        await verifier.close()
+        return status
+
+    status = run(asyncio.wait_for(main(), 120))
+    stopped = [r for r in forwarded if r["finish_reason"] == "abort"]
+    assert stopped and status.stale_aborted == len(stopped) and status.groups_completed == 12
+    # Stopped mid-decode: begun under version 0, what they generated kept, masked without being scored.
+    assert all(r["policy_version_first"] == 0 and 0 < len(r["response_token_ids"]) < 120 for r in stopped)
+    assert all(r["verdict"] == "unverifiable" and r["reward"] is None for r in stopped)
+    # The broker counts every rollout begun under version 0 stale, the stopped ones included; nothing is lost.
+    old = [r for r in forwarded if r["policy_version_first"] == 0]
+    assert broker.ledger.rollouts["stale"] == len(old) and broker.ledger.rollouts["unverifiable"] == 0
+    assert any(r["policy_version_first"] == 1 for r in forwarded)
+    assert broker.closure() == {"rollouts": 0, "tokens": 0}
 
 
 # ------------------------------------------------------------------------------------------ over the peers' services

@@ -117,7 +117,7 @@ def test_staleness_bound_pause_state_and_loop_errors_are_exported():
                         generated_tokens=30, tokens_per_s=0.0, weight_updates=4, refused_weight_updates=1)
     loop = LoopStatus(generator_id="generator-3", inflight_groups=2, groups_leased=9, groups_completed=7,
                       rollouts_forwarded=14, forward_errors=1, lease_errors=3, refused_groups=0,
-                      backpressure_events=0, backpressure=False, broker_policy_version=5,
+                      stale_aborted=6, backpressure_events=0, backpressure=False, broker_policy_version=5,
                       pause=PauseInfo(True, "maintenance", 1.0))
     registry = CollectorRegistry()
     registry.register(BrokerCollector(lambda: status, max_staleness=2, pool_staleness=lambda: 3))
@@ -133,6 +133,7 @@ def test_staleness_bound_pause_state_and_loop_errors_are_exported():
     assert value(samples, "ring_async_generator_inflight_groups") == 2
     assert value(samples, "ring_async_generator_lease_errors_total") == 3
     assert value(samples, "ring_async_generator_forward_errors_total") == 1
+    assert value(samples, "ring_async_generator_stale_aborted_total") == 6
     assert value(samples, "ring_async_generator_weight_updates_refused_total") == 1
 
 

@@ -68,4 +68,6 @@ def test_killed_roles_come_back_and_the_run_finishes_exactly(tmp_path, policy_di
     for again in by_step.values():  # the same batch trained twice gives the same numbers
         assert len({round(s["reward_mean"], 6) for s in again}) == 1
     assert result.broker["steps_emitted"] >= 5
+    # The restarted generator's loop answered at the end: it generated the rollouts of the steps after its restart.
+    assert set(result.generators) == {"generator-0"} and result.generators["generator-0"]["groups_completed"] > 0
     assert (run_dir / "checkpoints" / "latest").is_file()

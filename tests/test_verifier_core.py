@@ -68,6 +68,27 @@ def test_a_mixed_batch_is_routed_and_returned_in_order(engines):
     assert stats["in_flight"] == 0 and stats["waiting_external"] == 0
 
 
+def test_a_response_the_generator_stopped_is_masked_without_being_scored():
+    class Untouchable:  # any call into the checkers fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"an aborted response reached the checker ({name})")
+
+    core = VerifierCore(math_checker=Untouchable(), code_judge=Untouchable(), external_timeout_s=60)
+    pending = []
+    batch = [
+        RolloutToScore("m1", "math", r"half an answer \boxed{3", answer="3", finish_reason="abort"),
+        RolloutToScore("c1", "code", GOOD_CODE, tests=FUNCTION_TESTS, finish_reason="abort"),
+        RolloutToScore("e1", "external", "half a", finish_reason="abort"),
+    ]
+    results = asyncio.run(asyncio.wait_for(core.score(batch, on_external=pending.append), 10))
+    assert [(r.rollout_id, r.verdict, r.reward, r.masked) for r in results] == [
+        ("m1", V.UNVERIFIABLE, None, True), ("c1", V.UNVERIFIABLE, None, True), ("e1", V.UNVERIFIABLE, None, True)]
+    assert "stopped" in results[0].details["reason"]
+    # Nothing waits for a reward model, and the verdicts are counted like any other.
+    assert core.awaiting_external() == [] and pending == []
+    assert core.stats()["by_type"]["code"]["verdicts"] == {V.UNVERIFIABLE: 1}
+
+
 def test_a_reward_that_arrives_first_is_kept_for_its_rollout(engines):
     core = make_core(engines, external_timeout_s=5)
     assert core.submit_reward("early", 1.0) is False

@@ -288,8 +288,10 @@ class Broker:
         verified = [h for h in members if h.reward is not None]
         for h in members:
             if h.reward is None:
-                self.ledger.leave(L.UNVERIFIABLE, h.tokens)
-                self._count_injected(L.UNVERIFIABLE, (h,))
+                # Stale first: a sample the generator stopped because it went stale is masked, and stale is why.
+                outcome = L.STALE if self._is_stale(h) else L.UNVERIFIABLE
+                self.ledger.leave(outcome, h.tokens)
+                self._count_injected(outcome, (h,))
         rewards = [h.reward for h in verified]
         if self._algo.filter_zero_adv and is_zero_advantage(rewards):
             if verified:
@@ -298,15 +300,35 @@ class Broker:
             return
         # Advantages over the whole verified group, before any staleness drop or budget cut (DESIGN §3).
         advantages = group_advantages(rewards, self._algo.advantage_norm, self._algo.advantage_eps)
+        usable = []
         for h, adv in zip(verified, advantages):
             h.advantage = float(adv)
             if self._is_stale(h):
                 self.ledger.leave(L.STALE, h.tokens)
                 self._count_injected(L.STALE, (h,))
             else:
-                self._pool.append(h)
-                self._pool_tokens += h.tokens
-                self._pooled_from_completed += h.tokens
+                usable.append(h)
+        self._pool_group(usable)
+
+    def _pool_group(self, members: list[_Held]) -> None:
+        """Add a completed group's usable members to the pool, together and in sample order: at the end
+        (``select_order: completed``), or after the last pooled rollout of the same or an older first version
+        (``version``: what goes stale soonest is trained first)."""
+        if not members:
+            return
+        at = len(self._pool)
+        if self._algo.select_order == "version":
+            oldest = min(h.version_first for h in members)
+            while at > 0 and self._pool[at - 1].version_first > oldest:
+                at -= 1
+        if at == len(self._pool):
+            self._pool.extend(members)
+        else:
+            for offset, h in enumerate(members):
+                self._pool.insert(at + offset, h)
+        tokens = sum(h.tokens for h in members)
+        self._pool_tokens += tokens
+        self._pooled_from_completed += tokens
 
     # ----------------------------------------------------------------- policy versions and staleness
 

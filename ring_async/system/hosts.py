@@ -251,7 +251,8 @@ class GeneratorHost(_Host):
         forward = VerifyThenSubmit(self.channel(self.verifier_address), broker_channel, self.instance, timeout_s=120.0)
         self.forward = forward
         self.loop = GenerationLoop(self.engine, broker, forward, config=gen, generator_id=self.instance,
-                                   tokenize=chat_tokenizer(tokenizer), tokenizer=tokenizer)
+                                   tokenize=chat_tokenizer(tokenizer), tokenizer=tokenizer,
+                                   max_staleness=self.config.algorithm.max_staleness)
         self.service = GeneratorService(self.engine, self.loop, weight_update_timeout_s=gen.weight_update_timeout_s)
         self.server = await serve_generator(self.service, **self._bind())
         self.registry.register(GeneratorCollector(self.engine.stats, self.instance, loop_status=self.loop.status))

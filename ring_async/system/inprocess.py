@@ -76,7 +76,8 @@ async def run_inprocess(
         broker.submit(with_results(rollouts, results))
 
     generation = GenerationLoop(engine, broker, forward, config=config.generation,
-                                tokenize=chat_tokenizer(learner.tokenizer), tokenizer=learner.tokenizer)
+                                tokenize=chat_tokenizer(learner.tokenizer), tokenizer=learner.tokenizer,
+                                max_staleness=config.algorithm.max_staleness)
     stop = asyncio.Event()
     result = InProcessResult()
 
@@ -102,6 +103,7 @@ async def run_inprocess(
                     yield bucket
 
             await engine.update_weights(buckets(), timeout_s=config.generation.weight_update_timeout_s)
+            generation.abort_stale()
             broker.set_policy_version(step.policy_version)
             result.steps.append(step)
             if on_step is not None:

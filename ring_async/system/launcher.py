@@ -38,6 +38,7 @@ class RayRunResult:
     control_token: str = ""  # the bearer token Control's callers need
     learner: dict[str, Any] = field(default_factory=dict)  # the learner's final snapshot
     broker: dict[str, Any] = field(default_factory=dict)  # the broker's final status (accounting)
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance -> its loop's final counters
     wall_s: float = 0.0
     restarts: dict[str, int] = field(default_factory=dict)  # role instance -> times it was restarted
 
@@ -109,6 +110,18 @@ def _follow(ray, supervisor: Supervisor, learner: str, max_steps: int | None, ti
             if last:
                 bar.set_postfix(reward=f"{last['reward_mean']:.3f}", entropy=f"{last['entropy']:.3f}",
                                 tok_s=f"{snap['tokens_per_s']:,.0f}", refresh=False)
+
+
+def _generator_statuses(ray, endpoints: list[Endpoint], actors: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each generator's final loop counters; {} for one that cannot answer (it died and was not restarted)."""
+    statuses = {}
+    for endpoint, actor in zip(endpoints, actors):
+        try:
+            statuses[endpoint.instance] = ray.get(actor.status.remote(), timeout=30)
+        except Exception as err:
+            log.warning("%s: no final status: %s", endpoint.instance, err)
+            statuses[endpoint.instance] = {}
+    return statuses
 
 
 def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], *, max_steps: int | None,
@@ -191,6 +204,7 @@ def run_on_ray(config: RingConfig, policy_path: str, prompts: Sequence[Prompt], 
             ray.get(learner.checkpoint.remote(), timeout=600)
             result.learner = ray.get(learner.snapshot.remote())
         result.broker = ray.get(broker.status.remote())
+        result.generators = _generator_statuses(ray, g, gens)
         result.restarts = supervisor.restarts
     finally:
         # The learner first (it pulls from the broker), the broker last (everyone reports to it).

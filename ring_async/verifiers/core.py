@@ -17,7 +17,8 @@
   at most ``max_awaiting_external`` wait that way, a batch beyond it is refused (VerifierBusyError).
 
 Every result carries ``reward=None`` and ``masked=True`` for verdicts that must not train (``unverifiable``,
-``sandbox_error``); they are counted, never scored 0.
+``sandbox_error``); they are counted, never scored 0. A response the generator stopped unfinished (finish reason
+``abort``: it had gone stale, or its prompt could not be served) is ``unverifiable`` at once, unscored.
 
 Concurrency is bounded: code runs on at most ``code_concurrency`` jails at once (default: the cores), math keeps at
 most a few requests per worker in flight, and at most ``max_pending`` rollouts are admitted at a time across all
@@ -68,6 +69,12 @@ class RolloutToScore:
     answer: str | None = None  # math: the gold answer
     tests: TestsSpec | Mapping[str, Any] | str | None = None  # code: the tests (object, JSON text or parsed)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "abort": the generator stopped it unfinished, and it is masked unscored
+
+
+def _awaits_reward(rollout: RolloutToScore) -> bool:
+    """An external rollout a reward model will score (one the generator stopped unfinished is masked at once)."""
+    return rollout.reward_type == "external" and rollout.finish_reason != "abort"
 
 
 @dataclass
@@ -146,14 +153,14 @@ class VerifierCore:
         self._bind_loop()
         if on_external is None:
             return list(await asyncio.gather(*(self._score_one(rollout, extra) for rollout, extra in prepared)))
-        deferred = self._defer_external([r for r, _ in prepared if r.reward_type == "external"], on_external)
+        deferred = self._defer_external([r for r, _ in prepared if _awaits_reward(r)], on_external)
         try:
             scored = iter(await asyncio.gather(
-                *(self._score_one(rollout, extra) for rollout, extra in prepared if rollout.reward_type != "external")))
+                *(self._score_one(rollout, extra) for rollout, extra in prepared if not _awaits_reward(rollout))))
         except BaseException:
             self._withdraw(deferred)
             raise
-        return [_pending(rollout) if rollout.reward_type == "external" else next(scored) for rollout, _ in prepared]
+        return [_pending(rollout) if _awaits_reward(rollout) else next(scored) for rollout, _ in prepared]
 
     def _validate(self, index: int, rollout: RolloutToScore) -> tuple[RolloutToScore, Any]:
         where = f"rollouts[{index}] ({rollout.rollout_id!r})"
@@ -182,6 +189,12 @@ class VerifierCore:
         return rollout, None
 
     async def _score_one(self, rollout: RolloutToScore, extra: Any) -> ScoredRollout:
+        if rollout.finish_reason == "abort":
+            # An unfinished response has no answer to judge: scoring it 0 would teach the policy that long answers
+            # are wrong, when the generator only stopped them (a stale sample, or a prompt it could not serve).
+            self._verdicts[(rollout.reward_type, V.UNVERIFIABLE)] += 1
+            return ScoredRollout(rollout.rollout_id, rollout.reward_type, V.UNVERIFIABLE, None,
+                                 {"reason": "the generator stopped this response before it finished"}, 0.0)
         worked = rollout.reward_type != "external"  # an external wait queues for no worker
         self._received += int(worked)
         try:

@@ -68,11 +68,11 @@ ExternalSink = Callable[[pa.RecordBatch], Awaitable[object]]
 def rollouts_to_score(batch: pa.RecordBatch) -> list[RolloutToScore]:
     """The core's view of each row. VerifierError naming the row when its metadata is not a msgpack map, or a math or
     code row lacks ``response_text`` (an external row may: the reward model reads the response elsewhere)."""
-    rows = codec.iter_rows(batch, ("rollout_id", "reward_type", "metadata"))
+    rows = codec.iter_rows(batch, ("rollout_id", "reward_type", "metadata", "finish_reason"))
     return [_to_score(index, *row) for index, row in enumerate(rows)]
 
 
-def _to_score(index: int, rollout_id: str, reward_type: str, raw: bytes | None) -> RolloutToScore:
+def _to_score(index: int, rollout_id: str, reward_type: str, raw: bytes | None, finish_reason: str) -> RolloutToScore:
     where = f"rollouts[{index}] ({rollout_id!r}).metadata"
     metadata = metadata_map(raw, where)
     response = metadata.get("response_text")
@@ -82,7 +82,7 @@ def _to_score(index: int, rollout_id: str, reward_type: str, raw: bytes | None) 
                                 "a tokenizer")
         response = ""
     return RolloutToScore(rollout_id, reward_type, response, answer=metadata.get("answer"),
-                          tests=metadata.get("tests"), metadata=metadata)
+                          tests=metadata.get("tests"), metadata=metadata, finish_reason=finish_reason)
 
 
 def metadata_map(raw: bytes | None, where: str) -> dict[str, Any]:

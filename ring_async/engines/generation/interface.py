@@ -52,6 +52,12 @@ class GenerationEngine(ABC):
         """Stop a group: its unfinished samples come back with finish reason "abort"."""
 
     @abstractmethod
+    def abort_started_before(self, version: int) -> None:
+        """Stop every running sample that began under a policy version older than ``version``: each comes back with
+        finish reason "abort" and what it generated so far. Samples not started yet are left alone (they begin under
+        the served version)."""
+
+    @abstractmethod
     async def update_weights(
         self, buckets: AsyncIterable[WeightBucket] | Iterable[WeightBucket], *, timeout_s: float | None = None
     ) -> WeightUpdateReport:

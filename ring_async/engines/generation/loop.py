@@ -8,6 +8,12 @@ leasing for ``backpressure_wait_s``; groups already leased are still generated a
 always accepts their rollouts and dropping them would waste the work. Pausing (Generator.Pause) stops leasing the
 same way until resumed.
 
+With ``max_staleness`` (the algorithm's bound) and ``abort_stale`` on, a sample is stopped as soon as the policy
+version makes it stale: once the learner has published version V, a rollout begun under a version older than
+V - max_staleness can never be trained (the broker learns V before it emits another step), so decoding the rest of
+it only keeps a batch slot from a fresh group. It comes back with finish reason "abort"; the verifier masks it and
+the broker counts it stale, like the finished members of its group.
+
 The broker is anything with ``lease(generator_id, max_groups) -> LeaseResult`` (sync or async): the in-process
 :class:`~ring_async.broker.core.Broker`, or :class:`GrpcBrokerClient` over the Broker service.
 """
@@ -73,6 +79,7 @@ class LoopStatus:
     forward_errors: int
     lease_errors: int
     refused_groups: int
+    stale_aborted: int
     backpressure_events: int
     backpressure: bool
     broker_policy_version: int
@@ -90,6 +97,7 @@ class GenerationLoop:
         generator_id: str = "generator-0",
         tokenize: Tokenize | None = None,
         tokenizer=None,
+        max_staleness: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.engine = engine
@@ -101,6 +109,8 @@ class GenerationLoop:
         self._tokenize = tokenize
         self._tokenizer = tokenizer
         self._clock = clock
+        self.max_staleness = max_staleness if self.config.abort_stale else None
+        self._abort_before = 0  # samples begun under an older policy version have been stopped
         self._open: dict[str, int] = {}  # group id -> samples not yet finished
         # Finished samples of groups that are not complete yet. A group goes to the verifier and the broker whole: the
         # broker can use nothing of a group before all of it is in (advantages are per group), and one call per
@@ -115,6 +125,7 @@ class GenerationLoop:
         self.forward_errors = 0
         self.lease_errors = 0
         self.refused_groups = 0
+        self.stale_aborted = 0
         self.backpressure_events = 0
         self.broker_policy_version = -1
         self.prompts_exhausted = False
@@ -144,6 +155,7 @@ class GenerationLoop:
             forward_errors=self.forward_errors,
             lease_errors=self.lease_errors,
             refused_groups=self.refused_groups,
+            stale_aborted=self.stale_aborted,
             backpressure_events=self.backpressure_events,
             backpressure=self._backpressure,
             broker_policy_version=self.broker_policy_version,
@@ -158,6 +170,7 @@ class GenerationLoop:
         while not stop.is_set():
             if max_groups is not None and self.groups_leased >= max_groups and not self._open:
                 break
+            self.abort_stale()
             await self._maybe_lease(max_groups)
             # Poll briefly while there is leasing to do, otherwise wait for the engine (or the stop event).
             wait = 0.05 if self._wants_to_lease(max_groups) or not self._open else 0.5
@@ -169,6 +182,17 @@ class GenerationLoop:
                 finished.append(more)
             await self._forward(finished)
         return self.status()
+
+    def abort_stale(self) -> None:
+        """Stop the samples the policy version has made stale: at every turn of the loop, and at once when new weights
+        are loaded (the Generator service calls it). Either version may be ahead: the learner loads the generator
+        before it tells the broker, and a generator that missed an update lags the broker."""
+        if self.max_staleness is None:
+            return
+        oldest_usable = max(self.engine.policy_version, self.broker_policy_version) - self.max_staleness
+        if oldest_usable > self._abort_before:
+            self._abort_before = oldest_usable
+            self.engine.abort_started_before(oldest_usable)
 
     def _wants_to_lease(self, max_groups: int | None) -> bool:
         if self._pause.paused or self._clock() < self._lease_after:
@@ -224,6 +248,8 @@ class GenerationLoop:
         """Forward the groups these samples complete, in one batch; keep the rest until their groups are done."""
         complete: list[CompletedSample] = []
         for sample in samples:
+            if sample.finish_reason == "abort" and sample.policy_version_first < self._abort_before:
+                self.stale_aborted += 1
             left = self._open.get(sample.group_id)
             if left is None:  # not a group of ours (any more): the broker decides what it is
                 complete.append(sample)

@@ -90,6 +90,8 @@ class GeneratorService(generator_pb2_grpc.GeneratorServicer):
                 yield chunk_to_bucket(chunk)
 
         report = await self.engine.update_weights(buckets(), timeout_s=self.weight_update_timeout_s)
+        if self.loop is not None:  # now, not at the loop's next turn: the slots of stale samples free at once
+            self.loop.abort_stale()
         return generator_pb2.UpdateWeightsReply(
             policy_version=report.version,
             buckets=report.buckets,

@@ -169,6 +169,7 @@ class TorchEngineCore:
         self._groups[request.group_id] = request.sampling.n
         self._waiting.extend(_Waiting(request, i) for i in range(request.sampling.n))
 
+    @torch.inference_mode()  # releasing a row writes the cache's mask, an inference tensor
     def abort(self, group_id: str) -> list[CompletedSample]:
         """Stop a group's samples now; the running ones come back with finish reason "abort"."""
         if group_id not in self._groups:
@@ -182,6 +183,13 @@ class TorchEngineCore:
             done.extend(aborted_samples(w.request, self.policy_version, [w.sample_index]))
         self._groups.pop(group_id, None)
         return done
+
+    @torch.inference_mode()
+    def abort_started_before(self, version: int) -> list[CompletedSample]:
+        """Stop the running samples that began under a policy version older than ``version`` (finish reason
+        "abort"); returns them."""
+        return [self._finish(seq, "abort", None, None) for seq in list(self._slots)
+                if seq is not None and seq.version_first < version]
 
     @property
     def running(self) -> int:
@@ -475,6 +483,8 @@ class TorchEngine(GenerationEngine):
         self._cond = threading.Condition()
         self._inbox: list[GroupRequest] = []
         self._aborts: list[str] = []
+        self._abort_before = 0  # running samples that began under an older version are stopped (0: none)
+        self._abort_applied = 0
         self._update: tuple[StagedWeights, asyncio.Future, asyncio.AbstractEventLoop] | None = None
         self._paused = False
         self._stopping = False
@@ -516,6 +526,12 @@ class TorchEngine(GenerationEngine):
         with self._cond:
             self._aborts.append(group_id)
             self._cond.notify_all()
+
+    def abort_started_before(self, version: int) -> None:
+        with self._cond:
+            if version > self._abort_before:
+                self._abort_before = version
+                self._cond.notify_all()
 
     async def pause(self) -> None:
         with self._cond:
@@ -591,6 +607,7 @@ class TorchEngine(GenerationEngine):
                 with self._cond:
                     while not (
                         self._stopping or self._inbox or self._aborts or self._update is not None
+                        or self._abort_before > self._abort_applied
                         or (self.core.has_work and not self._paused)
                     ):
                         self._cond.wait()
@@ -599,6 +616,7 @@ class TorchEngine(GenerationEngine):
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
                     update, self._update = self._update, None
+                    abort_before = self._abort_before
                     paused = self._paused
                 for request in inbox:
                     try:
@@ -607,6 +625,9 @@ class TorchEngine(GenerationEngine):
                         self._deliver_many(aborted_samples(request, self.core.policy_version))
                 for group_id in aborts:
                     self._deliver_many(self.core.abort(group_id))
+                if abort_before > self._abort_applied:
+                    self._abort_applied = abort_before
+                    self._deliver_many(self.core.abort_started_before(abort_before))
                 if update is not None:
                     self._apply(update)
                 if not paused and self.core.has_work:

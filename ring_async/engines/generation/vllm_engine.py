@@ -107,6 +107,7 @@ class VllmEngine(GenerationEngine):
         self._version = policy_version
         self._llm = None
         self._tasks: dict[str, set[asyncio.Task]] = {}
+        self._started_under: dict[asyncio.Task, int] = {}  # each running sample's policy_version_first
         self._held: list[GroupRequest] = []
         self._paused = False
         self._meter = ThroughputMeter()
@@ -164,21 +165,22 @@ class VllmEngine(GenerationEngine):
     def _launch(self, request: GroupRequest) -> None:
         tasks = self._tasks.setdefault(request.group_id, set())
         for index in range(request.sampling.n):
-            task = asyncio.get_running_loop().create_task(self._sample(request, index))
+            task = asyncio.get_running_loop().create_task(self._sample(request, index, self._version))
             tasks.add(task)
+            self._started_under[task] = self._version
             task.add_done_callback(lambda t, g=request.group_id: self._forget(g, t))
 
     def _forget(self, group_id: str, task: asyncio.Task) -> None:
+        self._started_under.pop(task, None)
         tasks = self._tasks.get(group_id)
         if tasks is not None:
             tasks.discard(task)
             if not tasks:
                 del self._tasks[group_id]
 
-    async def _sample(self, request: GroupRequest, index: int) -> None:
+    async def _sample(self, request: GroupRequest, index: int, version_first: int) -> None:
         from vllm.inputs import TokensPrompt
 
-        version_first = self._version
         started = time.perf_counter()
         request_id = f"{request.group_id}/{index}#{uuid.uuid4().hex[:8]}"
         final = None
@@ -208,6 +210,11 @@ class VllmEngine(GenerationEngine):
                            for i in range(request.sampling.n)])
         for task in list(self._tasks.get(group_id, ())):
             task.cancel()
+
+    def abort_started_before(self, version: int) -> None:
+        for task, started_under in list(self._started_under.items()):
+            if started_under < version:
+                task.cancel()
 
     async def pause(self) -> None:
         """New requests are held back; those already in vLLM run to completion (vLLM decodes them on its own)."""
