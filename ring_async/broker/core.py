@@ -321,11 +321,8 @@ class Broker:
             oldest = min(h.version_first for h in members)
             while at > 0 and self._pool[at - 1].version_first > oldest:
                 at -= 1
-        if at == len(self._pool):
-            self._pool.extend(members)
-        else:
-            for offset, h in enumerate(members):
-                self._pool.insert(at + offset, h)
+        for offset, h in enumerate(members):
+            self._pool.insert(at + offset, h)
         tokens = sum(h.tokens for h in members)
         self._pool_tokens += tokens
         self._pooled_from_completed += tokens

@@ -483,8 +483,7 @@ class TorchEngine(GenerationEngine):
         self._cond = threading.Condition()
         self._inbox: list[GroupRequest] = []
         self._aborts: list[str] = []
-        self._abort_before = 0  # running samples that began under an older version are stopped (0: none)
-        self._abort_applied = 0
+        self._abort_before: int | None = None  # stop the running samples begun under an older version
         self._update: tuple[StagedWeights, asyncio.Future, asyncio.AbstractEventLoop] | None = None
         self._paused = False
         self._stopping = False
@@ -529,9 +528,8 @@ class TorchEngine(GenerationEngine):
 
     def abort_started_before(self, version: int) -> None:
         with self._cond:
-            if version > self._abort_before:
-                self._abort_before = version
-                self._cond.notify_all()
+            self._abort_before = max(version, self._abort_before or version)
+            self._cond.notify_all()
 
     async def pause(self) -> None:
         with self._cond:
@@ -607,7 +605,7 @@ class TorchEngine(GenerationEngine):
                 with self._cond:
                     while not (
                         self._stopping or self._inbox or self._aborts or self._update is not None
-                        or self._abort_before > self._abort_applied
+                        or self._abort_before is not None
                         or (self.core.has_work and not self._paused)
                     ):
                         self._cond.wait()
@@ -616,7 +614,7 @@ class TorchEngine(GenerationEngine):
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
                     update, self._update = self._update, None
-                    abort_before = self._abort_before
+                    abort_before, self._abort_before = self._abort_before, None
                     paused = self._paused
                 for request in inbox:
                     try:
@@ -625,8 +623,7 @@ class TorchEngine(GenerationEngine):
                         self._deliver_many(aborted_samples(request, self.core.policy_version))
                 for group_id in aborts:
                     self._deliver_many(self.core.abort(group_id))
-                if abort_before > self._abort_applied:
-                    self._abort_applied = abort_before
+                if abort_before is not None:
                     self._deliver_many(self.core.abort_started_before(abort_before))
                 if update is not None:
                     self._apply(update)
