@@ -221,8 +221,7 @@ class Broker:
             del self._open[group.group_id]
             self._expired.add(group.group_id)
             if group.received:
-                self.ledger.leave(L.LEASE_EXPIRED, group.received_tokens, len(group.received))
-                self._count_injected(L.LEASE_EXPIRED, group.received.values())
+                self._leave(L.LEASE_EXPIRED, list(group.received.values()))
             self._queue.requeue(group.prompt)
         return len(expired)
 
@@ -290,13 +289,11 @@ class Broker:
             if h.reward is None:
                 # Stale first: a sample the generator stopped because it went stale is masked, and stale is why.
                 outcome = L.STALE if self._is_stale(h) else L.UNVERIFIABLE
-                self.ledger.leave(outcome, h.tokens)
-                self._count_injected(outcome, (h,))
+                self._leave(outcome, (h,))
         rewards = [h.reward for h in verified]
         if self._algo.filter_zero_adv and is_zero_advantage(rewards):
             if verified:
-                self.ledger.leave(L.ZERO_ADVANTAGE, sum(h.tokens for h in verified), len(verified))
-                self._count_injected(L.ZERO_ADVANTAGE, verified)
+                self._leave(L.ZERO_ADVANTAGE, verified)
             return
         # Advantages over the whole verified group, before any staleness drop or budget cut (DESIGN §3).
         advantages = group_advantages(rewards, self._algo.advantage_norm, self._algo.advantage_eps)
@@ -304,8 +301,7 @@ class Broker:
         for h, adv in zip(verified, advantages):
             h.advantage = float(adv)
             if self._is_stale(h):
-                self.ledger.leave(L.STALE, h.tokens)
-                self._count_injected(L.STALE, (h,))
+                self._leave(L.STALE, (h,))
             else:
                 usable.append(h)
         self._pool_group(usable)
@@ -341,8 +337,7 @@ class Broker:
         dropped = 0
         for h in self._pool:
             if self._is_stale(h):
-                self.ledger.leave(L.STALE, h.tokens)
-                self._count_injected(L.STALE, (h,))
+                self._leave(L.STALE, (h,))
                 self._pool_tokens -= h.tokens
                 dropped += 1
             else:
@@ -372,13 +367,11 @@ class Broker:
         self._pool_tokens -= sum(h.tokens for h in chosen)
         takes = [selection.take(i, h.tokens) for i, h in enumerate(chosen)]
         for h, take in zip(chosen, takes):
-            self.ledger.leave(L.TRAINED, take)
-            self._count_injected(L.TRAINED, (h,))
+            self._leave(L.TRAINED, (h,), tokens=take)
             if take < h.tokens:
                 self.ledger.cut(h.tokens - take)
         if self._algo.leftovers == "discard":
-            self.ledger.leave(L.DISCARDED, self._pool_tokens, len(self._pool))
-            self._count_injected(L.DISCARDED, self._pool)
+            self._leave(L.DISCARDED, list(self._pool))
             self._pool.clear()
             self._pool_tokens = 0
         batch = TrainBatch(
@@ -394,6 +387,12 @@ class Broker:
         return batch
 
     # ----------------------------------------------------------------- introspection
+
+    def _leave(self, outcome: str, holds: Sequence[_Held], tokens: int | None = None) -> None:
+        """Rollouts leave the broker's custody: the ledger counts them (``tokens``, when only part of one is trained)
+        and so does the injected tally."""
+        self.ledger.leave(outcome, sum(h.tokens for h in holds) if tokens is None else tokens, len(holds))
+        self._count_injected(outcome, holds)
 
     def _count_injected(self, outcome: str, holds: Iterable[_Held]) -> None:
         n = sum(1 for h in holds if h.injected)
