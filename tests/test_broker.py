@@ -66,7 +66,9 @@ def prompts(n):
 
 
 def broker(clock=None, n_prompts=50, **overrides):
-    defaults = {"algorithm.budget_tokens": 20, "broker.group_size": 2, "broker.max_pool_tokens": 1000}
+    # Most tests lease freely; the staleness hold (a few steps of Φ = 20 tokens) has its own tests below.
+    defaults = {"algorithm.budget_tokens": 20, "broker.group_size": 2, "broker.max_pool_tokens": 1000,
+                "broker.lease_within_staleness": False}
     config = load_config(overrides={**defaults, **overrides})
     return Broker(config, prompts(n_prompts), clock=clock or FakeClock())
 
@@ -517,9 +519,55 @@ def test_sync_mode_projection_learns_the_usable_share():
     assert b.lease("gen", 4).groups.num_rows == 4  # nothing projected to reach the pool: lease all that is asked
 
 
-def test_async_mode_is_not_held():
+def test_async_mode_without_the_staleness_hold_leases_up_to_the_pool_bound():
     b = broker(**{"broker.expected_response_tokens": 10})
     assert b.lease("gen", 4).groups.num_rows == 4
+
+
+# --------------------------------------------------------------------------- async: lease within the staleness bound
+
+
+def held_broker(**overrides):
+    # Φ = 20, groups of 2, 10 tokens expected per response: a group is projected to yield one step's tokens.
+    return broker(**{"broker.lease_within_staleness": True, "broker.expected_response_tokens": 10, **overrides})
+
+
+def test_async_leases_what_the_learner_can_train_before_it_goes_stale():
+    b = held_broker(**{"algorithm.max_staleness": 1})  # begun at version 0: usable by the steps of versions 0 and 1
+    first = b.lease("gen", 8)
+    assert first.groups.num_rows == 2 and first.backpressure  # 2 x 20 projected tokens: both steps spoken for
+    held = b.lease("gen", 8)
+    assert held.groups.num_rows == 0 and held.backpressure and held.retry_after_s > 0
+    for g, p in zip(first.groups.column("group_id").to_pylist(), first.groups.column("prompt_id").to_pylist()):
+        b.submit(make_rollouts(g, p, [(0, 10, 1.0), (1, 10, 0.0)]))
+    assert b.pool_tokens == 40 and b.lease("gen", 8).groups.num_rows == 0
+    # Version 0's step is emitted (training): a rollout begun now can join only version 1's, which the pool fills.
+    assert b.next_batch().loss_tokens == 20
+    assert b.lease("gen", 8).groups.num_rows == 0
+    b.set_policy_version(1)  # versions 1 and 2 are open to new rollouts; the pool's 20 tokens fill one of them
+    assert b.lease("gen", 8).groups.num_rows == 1
+    assert b.closure() == {"rollouts": 0, "tokens": 0}
+
+
+def test_pooled_rollouts_that_will_go_stale_do_not_hold_leasing():
+    b = held_broker(**{"algorithm.max_staleness": 1})
+    b.set_policy_version(1)
+    (g_new, p_new), (g_old, p_old) = lease_one(b), lease_one(b)
+    b.submit(make_rollouts(g_new, p_new, [(0, 10, 1.0), (1, 10, 0.0)], version=1))
+    b.submit(make_rollouts(g_old, p_old, [(0, 10, 1.0), (1, 10, 0.0)], version=0))
+    assert b.next_batch().records.column("group_id").to_pylist() == [g_new, g_new]  # completion order
+    # Version 1's step is taken; g_old (version 0) cannot join version 2's, so it leaves room for a fresh group.
+    assert b.pool_tokens == 20 and b.lease("gen", 8).groups.num_rows == 1
+    b.set_policy_version(2)
+    assert b.ledger.tokens["stale"] == 20 and b.closure() == {"rollouts": 0, "tokens": 0}
+
+
+def test_the_staleness_hold_grows_with_the_bound_and_learns_the_usable_share():
+    assert held_broker(**{"algorithm.max_staleness": 3}).lease("gen", 8).groups.num_rows == 4
+    b = held_broker(**{"algorithm.max_staleness": 0})
+    g, p = lease_one(b)
+    b.submit(make_rollouts(g, p, [(0, 10, 1.0), (1, 10, 1.0)]))  # zero advantage: filtered, usable share 0 so far
+    assert b.lease("gen", 8).groups.num_rows == 8  # nothing is projected to reach the pool: no hold
 
 
 def test_outcomes_of_injected_prompts_are_counted_apart():

@@ -33,7 +33,8 @@ from ring_async.v1 import broker_pb2, broker_pb2_grpc, common_pb2, verifier_pb2,
 PHI = 300
 # Every group pools (no zero-advantage filter); groups of 4 samples of 20..37 tokens: four fill one step, never two.
 CONFIG = load_config(overrides={"algorithm.budget_tokens": PHI, "algorithm.filter_zero_adv": False,
-                                "broker.group_size": 4, "broker.max_pool_tokens": 100_000})
+                                "broker.group_size": 4, "broker.max_pool_tokens": 100_000,
+                                "broker.expected_response_tokens": 28})
 LENGTHS = LengthSpread(low=20, high=37, median=28)
 PROMPTS = [Prompt(f"p{i}", f"prompt {i}", "math") for i in range(50)]
 FILLS_A_STEP = 4  # groups

@@ -282,8 +282,9 @@ def test_samples_a_new_version_makes_stale_are_stopped_masked_and_counted_stale(
     from ring_async.verifiers.core import VerifierCore
     from ring_async.verifiers.service import rollouts_to_score, with_results
 
-    # Every group counts, whatever its rewards: the ledger's stale count is then exact.
-    broker = _broker(prompts=12, max_staleness=0, filter_zero_adv=False)
+    # Every group counts, whatever its rewards: the ledger's stale count is then exact. No learner takes steps here,
+    # so the broker's staleness hold (one step's worth at max_staleness 0) would stop leasing before 12 groups.
+    broker = _broker(prompts=12, max_staleness=0, filter_zero_adv=False, lease_within_staleness=False)
     verifier = VerifierCore()
     forwarded: list[dict] = []
 

@@ -37,7 +37,8 @@ def test_steps_flow_through_every_core(tmp_path, policy_dir, mode):  # noqa: F81
                                        on_step=lambda s: versions.append(s.policy_version)))
     assert versions == [1, 2, 3]
     assert all(s.metrics["loss_tokens"] == 96 for s in result.steps)
-    assert result.generated_tokens > 3 * 96
+    # At least what was trained; with the broker's staleness hold, often exactly that (nothing left to go stale).
+    assert result.generated_tokens >= 3 * 96
     closure = result.broker_status
     assert closure["policy_version"] == 3 and closure["steps_emitted"] == 3
     if mode == "sync":

@@ -82,9 +82,9 @@ class _OpenGroup:
         return sum(h.tokens for h in self.received.values())
 
 
-# How soon a generator held back by sync mode should ask again: the hold ends the moment the learner reports its
-# version, and a slow re-lease would be idle time charged to the sync baseline, not a property of it.
-SYNC_RETRY_S = 0.05
+# How soon a generator held back (see Broker._lease_hold) should ask again: a hold ends the moment a step is emitted
+# or the learner reports its version, and a slow re-lease would be idle time charged to the run, not a property of it.
+HOLD_RETRY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,12 @@ class Broker:
         self.injected_rollouts: Counter[str] = Counter()
         self._group_seq = itertools.count()
         self._injected_seq = itertools.count()
-        # run.mode sync (the on-policy baseline): generation and training take turns; see _sync_hold.
+        # run.mode sync (the on-policy baseline): generation and training take turns; see _lease_hold.
         self._sync = config.run.mode == "sync"
-        self._sync_awaits_version: int | None = None
-        # Measured over completed groups, for sync mode's projection of what the groups out will add to the pool.
+        # Train batches emitted at the current policy version (the learner is training them): a rollout begun now
+        # can no longer join them, only the steps of the versions after.
+        self._steps_at_version = 0
+        # Measured over completed groups, for _lease_hold's projection of what the groups out will add to the pool.
         self._completed_tokens = 0
         self._completed_rollouts = 0
         self._pooled_from_completed = 0
@@ -161,14 +163,14 @@ class Broker:
             raise BrokerError(f"max_groups must be at least 1, got {max_groups}")
         self.expire_leases()
         released = self._end_leases([g for g in self._open.values() if g.holder == generator_id]) if release_held else 0
-        if self._sync_hold():
-            return LeaseResult(_prompt_group_batch([]), True, self.policy_version, retry_after_s=SYNC_RETRY_S,
+        if self._lease_hold():
+            return LeaseResult(_prompt_group_batch([]), True, self.policy_version, retry_after_s=HOLD_RETRY_S,
                                released=released)
         now = self._clock()
         leased: list[_OpenGroup] = []
         backpressure = False
         while len(leased) < max_groups:
-            if self._over_capacity() or self._sync_hold():
+            if self._over_capacity() or self._lease_hold():
                 backpressure = True
                 break
             prompt = self._queue.pop()
@@ -194,22 +196,31 @@ class Broker:
         held = self._pool_tokens + self.pending_tokens + expected_missing
         return held >= self._cfg.max_pool_tokens
 
-    def _sync_hold(self) -> bool:
-        """sync mode: no new lease while a step trains (from its emission until the learner reports the version it
-        produced), nor while the groups already out are projected to fill the next step. The projection uses the
-        measured mean response length and the measured share of tokens that reach the pool (zero-advantage groups
-        and masked rows do not), so one round of generation yields about one step and little is left to go stale."""
-        if not self._sync:
+    def _lease_hold(self) -> bool:
+        """No new lease while the steps a rollout begun now could still join are already spoken for. Begun at policy
+        version V, it is usable by the steps of versions V … V + max_staleness, less those already emitted (in
+        training) at V: ``open_steps`` of Φ tokens. The pool's rollouts usable by the first of them, plus what the
+        groups out are projected to add, fill those first (the pool is trained in order); past that, another
+        group could only add stale tokens, and its decoding would take compute from the learner where they share
+        machines. sync mode (max_staleness 0) is the same rule: one step's worth is leased at a time, and nothing
+        while that step trains, so generation and training take turns. The projection uses the measured mean
+        response length and the measured share of tokens that reach the pool (zero-advantage groups and masked rows
+        do not)."""
+        if not (self._sync or self._cfg.lease_within_staleness):
             return False
-        if self._sync_awaits_version is not None and self.policy_version < self._sync_awaits_version:
+        max_staleness = self._algo.max_staleness
+        open_steps = max_staleness + 1 - self._steps_at_version
+        if open_steps <= 0:
             return True
+        oldest_usable = self.policy_version + self._steps_at_version - max_staleness
+        pooled = sum(h.tokens for h in self._pool if h.version_first >= oldest_usable)
         if not self._completed_rollouts:
             mean_tokens, usable_share = float(self._cfg.expected_response_tokens), 1.0
         else:
             mean_tokens = self._completed_tokens / self._completed_rollouts
             usable_share = self._pooled_from_completed / max(1, self._completed_tokens)
         outstanding = sum(g.received_tokens + (g.size - len(g.received)) * mean_tokens for g in self._open.values())
-        return self._pool_tokens + outstanding * usable_share >= self._algo.budget_tokens
+        return pooled + outstanding * usable_share >= open_steps * self._algo.budget_tokens
 
     def expire_leases(self) -> int:
         """Requeue the prompts of groups whose lease ran out; their partial rollouts leave as ``lease_expired``."""
@@ -332,6 +343,8 @@ class Broker:
         """The learner published ``version``: drop pooled rollouts now beyond the staleness bound; returns how many."""
         if version < self.policy_version:
             raise BrokerError(f"policy version went backwards: {version} < {self.policy_version}")
+        if version > self.policy_version:
+            self._steps_at_version = 0
         self.policy_version = version
         kept: deque[_Held] = deque()
         dropped = 0
@@ -382,8 +395,7 @@ class Broker:
             records=_train_records(chosen, takes),
         )
         self.steps_emitted += 1
-        if self._sync:
-            self._sync_awaits_version = batch.policy_version + 1
+        self._steps_at_version += 1
         return batch
 
     # ----------------------------------------------------------------- introspection
