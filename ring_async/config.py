@@ -87,8 +87,9 @@ class BrokerConfig(_Section):
     max_inflight_groups: int = Field(64, ge=1, description="Back-pressure: at most this many leased, open groups.")
     lease_within_staleness: bool = Field(
         True,
-        description="async: no new lease while the pool and the projected yield of the groups out already hold "
-        "(algorithm.max_staleness + 1) x budget_tokens, all the learner can train before they go stale.",
+        description="async: no new lease while the still-usable pool and the projected yield of the groups out "
+        "already fill the steps a new rollout could join before it goes stale (max_staleness + 1, less those in "
+        "training).",
     )
     expected_response_tokens: int = Field(
         256, ge=1, description="Estimate of a response's length, used to count in-flight groups against the pool bound."
