@@ -208,12 +208,11 @@ class Broker:
         do not)."""
         if not (self._sync or self._cfg.lease_within_staleness):
             return False
-        max_staleness = self._algo.max_staleness
-        open_steps = max_staleness + 1 - self._steps_at_version
+        open_steps = self._algo.max_staleness + 1 - self._steps_at_version
         if open_steps <= 0:
             return True
-        oldest_usable = self.policy_version + self._steps_at_version - max_staleness
-        pooled = sum(h.tokens for h in self._pool if h.version_first >= oldest_usable)
+        next_open = self.policy_version + self._steps_at_version  # the first step's version a new rollout can join
+        pooled = sum(h.tokens for h in self._pool if not self._is_stale(h, at_version=next_open))
         if not self._completed_rollouts:
             mean_tokens, usable_share = float(self._cfg.expected_response_tokens), 1.0
         else:
@@ -336,8 +335,10 @@ class Broker:
 
     # ----------------------------------------------------------------- policy versions and staleness
 
-    def _is_stale(self, held: _Held) -> bool:
-        return self.policy_version - held.version_first > self._algo.max_staleness
+    def _is_stale(self, held: _Held, at_version: int | None = None) -> bool:
+        """Beyond the staleness bound now, or for a step of ``at_version``."""
+        version = self.policy_version if at_version is None else at_version
+        return version - held.version_first > self._algo.max_staleness
 
     def set_policy_version(self, version: int) -> int:
         """The learner published ``version``: drop pooled rollouts now beyond the staleness bound; returns how many."""
